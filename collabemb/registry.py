@@ -1,0 +1,269 @@
+"""Raw ID <-> embedding row mapping.
+
+Row 0 of every embedding table is the *unknown* slot; the n known IDs take rows 1..n.
+A registry holds IDs of exactly one kind, ``int`` (any value that fits int64) or ``str``;
+the kind is never coerced: the string ``"007"`` and the integer ``7`` are different IDs, and
+a registry of int IDs refuses string queries rather than silently treating them as unseen.
+
+Order: the IDs given to the constructor take rows 1..n in **sorted order of the raw IDs**
+(numeric order for ints, code-point order for strings), independent of the order in which
+they appear in the data. IDs added later with :meth:`IdRegistry.add` are appended after the
+existing rows (again sorted among themselves), so existing rows never move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+UNKNOWN_ROW = 0
+IdKind = Literal["int", "str"]
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+class UnknownIdError(KeyError):
+    """Raised by :meth:`IdRegistry.encode` with ``unknown="raise"`` when an ID was never registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+def id_kind_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") -> tuple[np.ndarray, IdKind]:
+    """Validate a collection of raw IDs and return them as a 1-D array plus their kind.
+
+    Returns ``(array, kind)`` where ``array`` is int64 for ``kind == "int"`` and an object array
+    of Python ``str`` for ``kind == "str"``. Raises ``TypeError`` for floats, booleans, a mix of
+    ints and strings, and ``ValueError`` for missing values or ints outside the int64 range.
+    """
+    if isinstance(values, pd.Series | pd.Index):
+        series = values
+    else:
+        if isinstance(values, str | bytes | int | np.integer):
+            raise TypeError(f"{what} must be a sequence of IDs, not a single {type(values).__name__}")
+        arr = values if isinstance(values, np.ndarray) else _as_object_array(values)
+        series = pd.Series(arr, copy=False)
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise TypeError(f"{what} must be ints or strings, found booleans")
+    if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+        if series.hasnans:
+            raise ValueError(f"{what} contain a missing value")
+        if pd.api.types.is_unsigned_integer_dtype(dtype) and len(series) and series.max() > _INT64_MAX:
+            raise ValueError(f"{what} must fit in int64; found {series.max()}")
+        return series.to_numpy(dtype=np.int64), "int"
+    if pd.api.types.is_float_dtype(dtype):
+        raise TypeError(
+            f"{what} must be ints or strings, found floats ({dtype}); "
+            "convert integral floats with .astype('int64') or pass strings"
+        )
+    if isinstance(dtype, pd.CategoricalDtype):
+        return id_kind_of(series.astype(dtype.categories.dtype), what=what)
+    # object or string dtype: inspect the Python values
+    arr = series.to_numpy(dtype=object)
+    if len(arr) == 0:
+        return np.empty(0, dtype=np.int64), "int"
+    inferred = pd.api.types.infer_dtype(arr, skipna=False)
+    if inferred == "string":
+        return arr, "str"
+    if inferred == "integer":
+        try:
+            return arr.astype(np.int64), "int"
+        except OverflowError:
+            big = next(v for v in arr if not _INT64_MIN <= int(v) <= _INT64_MAX)
+            raise ValueError(f"{what} must fit in int64; found {big} (pass very large IDs as strings)") from None
+    if series.isna().any():
+        pos = int(np.flatnonzero(series.isna().to_numpy())[0])
+        raise ValueError(f"{what} contain a missing value at position {pos}")
+    kinds = {}
+    for v in arr:
+        kinds.setdefault(type(v).__name__, v)
+        if len(kinds) > 1 and ("str" in kinds) and any(k != "str" for k in kinds):
+            break
+    examples = ", ".join(f"{name} {kinds[name]!r}" for name in kinds)
+    if set(kinds) - {"str"} and "str" in kinds:
+        raise TypeError(f"{what} mix types ({examples}); IDs must be all ints or all strings, never coerced")
+    raise TypeError(f"{what} must be ints or strings, found {examples}")
+
+
+def _as_object_array(values: Iterable) -> np.ndarray:
+    values = list(values)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+class IdRegistry:
+    """Bidirectional mapping between raw IDs of one kind and embedding rows.
+
+    Row 0 is the unknown slot; known IDs occupy rows ``1..len(self)``.
+
+    Args:
+        ids: raw IDs (duplicates allowed, they are collapsed). All ints or all strings.
+        name: what the IDs are ("user", "item"), used in error messages.
+    """
+
+    def __init__(self, ids: Iterable | np.ndarray | pd.Series = (), *, name: str = "id", kind: IdKind | None = None):
+        self.name = name
+        arr, found_kind = id_kind_of(ids, what=f"{name} IDs")
+        if kind is None:
+            kind = found_kind
+        elif len(arr) and found_kind != kind:
+            raise TypeError(f"{name} IDs must be {kind}, found {found_kind}")
+        self.kind: IdKind = kind
+        unique = pd.unique(arr)
+        unique = np.sort(unique) if kind == "int" else np.array(sorted(unique), dtype=object)
+        self._ids = unique if kind == "int" else unique.astype(object)
+        self._index = pd.Index(self._ids, dtype=np.int64 if kind == "int" else object)
+
+    # --- size and identity -------------------------------------------------
+    def __len__(self) -> int:
+        """Number of known IDs (the table has ``len(self) + 1`` rows)."""
+        return len(self._ids)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows an embedding table needs: known IDs plus the unknown slot."""
+        return len(self._ids) + 1
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Raw IDs in row order: ``ids[r - 1]`` is the ID of row ``r``. int64 or object (str) array."""
+        return self._ids
+
+    def __contains__(self, raw_id) -> bool:
+        try:
+            return bool(self.known([raw_id])[0])
+        except TypeError:
+            return False
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(v) for v in self._ids[:3])
+        more = ", ..." if len(self._ids) > 3 else ""
+        return f"IdRegistry(name={self.name!r}, kind={self.kind!r}, n={len(self)}, ids=[{head}{more}])"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, IdRegistry)
+            and self.kind == other.kind
+            and len(self) == len(other)
+            and bool(np.array_equal(self._ids, other._ids))
+        )
+
+    # --- mapping -------------------------------------------------------------
+    def _query(self, raw_ids) -> np.ndarray:
+        arr, kind = id_kind_of(raw_ids, what=f"{self.name} IDs")
+        if len(arr) and kind != self.kind:
+            raise TypeError(
+                f"this registry holds {self.kind} {self.name} IDs, got {kind} IDs "
+                f"(e.g. {arr[0]!r}); '7' and 7 are different IDs"
+            )
+        return arr
+
+    def encode(self, raw_ids, *, unknown: Literal["zero", "raise"] = "zero") -> np.ndarray:
+        """Map raw IDs to rows.
+
+        Args:
+            raw_ids: sequence of raw IDs, shape (n,).
+            unknown: ``"zero"`` maps unseen IDs to row 0 (the unknown slot); ``"raise"`` raises
+                :class:`UnknownIdError` naming the first few unseen IDs.
+
+        Returns:
+            (n,) int64 rows in ``0..len(self)``.
+        """
+        arr = self._query(raw_ids)
+        pos = self._index.get_indexer(arr)
+        rows = pos.astype(np.int64) + 1  # -1 (missing) becomes 0, the unknown slot
+        if unknown == "raise":
+            missing = rows == UNKNOWN_ROW
+            if missing.any():
+                unseen = pd.unique(arr[missing])
+                shown = ", ".join(repr(v) for v in unseen[:5])
+                more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+                raise UnknownIdError(f"{len(unseen)} unseen {self.name} ID(s): {shown}{more}")
+        elif unknown != "zero":
+            raise ValueError(f"unknown must be 'zero' or 'raise', got {unknown!r}")
+        return rows
+
+    def decode(self, rows) -> np.ndarray:
+        """Map rows back to raw IDs.
+
+        Args:
+            rows: (n,) integer rows in ``1..len(self)``. Row 0 has no raw ID and raises.
+
+        Returns:
+            (n,) raw IDs: int64 array, or object array of str.
+        """
+        rows = np.asarray(rows)
+        if rows.dtype.kind not in "iu":
+            raise TypeError(f"rows must be integers, got {rows.dtype}")
+        if rows.size and (rows.min() < 1 or rows.max() > len(self)):
+            bad = rows[(rows < 1) | (rows > len(self))][0]
+            if bad == UNKNOWN_ROW:
+                raise IndexError(f"row 0 is the unknown {self.name} slot and has no raw ID")
+            raise IndexError(f"row {bad} is out of range for {len(self)} known {self.name} IDs (rows 1..{len(self)})")
+        return self._ids[rows - 1]
+
+    def known(self, raw_ids) -> np.ndarray:
+        """(n,) bool: whether each raw ID has a row of its own."""
+        return self.encode(raw_ids) != UNKNOWN_ROW
+
+    # --- growth --------------------------------------------------------------
+    def add(self, raw_ids) -> np.ndarray:
+        """Append IDs not yet known (sorted among themselves) after the existing rows.
+
+        Existing rows never move. Returns (n,) int64 rows of all given IDs, old and new.
+        """
+        if len(self) == 0:
+            arr, self.kind = id_kind_of(raw_ids, what=f"{self.name} IDs")
+        else:
+            arr = self._query(raw_ids)
+        new = pd.unique(arr[self._index.get_indexer(arr) < 0])
+        if len(new):
+            new = np.sort(new) if self.kind == "int" else np.array(sorted(new), dtype=object)
+            if self.kind == "int":
+                self._ids = np.concatenate([self._ids, new.astype(np.int64)])
+            else:
+                self._ids = np.concatenate([self._ids.astype(object), new.astype(object)])
+            self._index = pd.Index(self._ids, dtype=np.int64 if self.kind == "int" else object)
+        return self.encode(arr)
+
+    # --- persistence (no pickle) ---------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-ready description: ``{"name", "kind", "ids"}`` with ids in row order (row 1 first)."""
+        return {"name": self.name, "kind": self.kind, "ids": self._ids.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IdRegistry:
+        """Inverse of :meth:`to_dict`; keeps the stored row order exactly (no re-sorting)."""
+        kind = data.get("kind")
+        if kind not in ("int", "str"):
+            raise ValueError(f"registry kind must be 'int' or 'str', found {kind!r}")
+        ids = data.get("ids")
+        if not isinstance(ids, list):
+            raise ValueError("registry 'ids' must be a list")
+        reg = cls(name=str(data.get("name", "id")), kind=kind)
+        if kind == "int":
+            if not all(type(v) is int for v in ids):
+                raise ValueError("registry of kind 'int' holds a non-integer ID")
+            reg._ids = np.array(ids, dtype=np.int64)
+        else:
+            if not all(type(v) is str for v in ids):
+                raise ValueError("registry of kind 'str' holds a non-string ID")
+            reg._ids = _as_object_array(ids)
+        reg._index = pd.Index(reg._ids, dtype=np.int64 if kind == "int" else object)
+        if not reg._index.is_unique:
+            raise ValueError("registry holds a duplicated ID")
+        return reg
+
+    def fingerprint(self) -> str:
+        """A short hash of kind and IDs in row order; equal registries give equal fingerprints."""
+        h = hashlib.sha256(self.kind.encode())
+        h.update(json.dumps(self._ids.tolist(), ensure_ascii=True).encode())
+        return h.hexdigest()[:16]

@@ -1,0 +1,50 @@
+"""Train/test splits of :class:`~collabemb.data.Ratings`.
+
+Three kinds: a seeded random fraction, per-user leave-last-n by timestamp, and predefined
+train/test files (such as the MovieLens 100K folds u1..u5).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from collabemb.data import Ratings, read_ratings
+
+
+def split_random(ratings: Ratings, test_frac: float = 0.2, *, seed: int = 0) -> tuple[Ratings, Ratings]:
+    """Random (train, test) split with ``round(test_frac * n)`` test rows, reproducible by seed."""
+    if not 0.0 < test_frac < 1.0:
+        raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+    n = len(ratings)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(n, dtype=bool)
+    test[rng.permutation(n)[: int(round(test_frac * n))]] = True
+    return ratings.subset(~test), ratings.subset(test)
+
+
+def split_leave_last(ratings: Ratings, n: int = 1) -> tuple[Ratings, Ratings]:
+    """Per user, the ``n`` latest ratings by timestamp go to test; the rest to train.
+
+    Ties in timestamp are broken by input order (later row = later). Users with ``n`` or fewer
+    ratings stay entirely in train, so every test user has training history.
+    """
+    if not ratings.has_timestamp:
+        raise ValueError(f"{ratings.source}: leave-last-n needs a timestamp column")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    frame = ratings.frame
+    order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy()))
+    by_time = frame.iloc[order]
+    from_end = by_time.groupby("user", sort=False).cumcount(ascending=False).to_numpy()
+    count = by_time.groupby("user", sort=False)["user"].transform("size").to_numpy()
+    test_sorted = (from_end < n) & (count > n)
+    test = np.zeros(len(frame), dtype=bool)
+    test[order] = test_sorted
+    return ratings.subset(~test), ratings.subset(test)
+
+
+def read_split(train_path: str | os.PathLike, test_path: str | os.PathLike, **read_kwargs) -> tuple[Ratings, Ratings]:
+    """Predefined (train, test) files, each read with :func:`~collabemb.data.read_ratings`."""
+    return read_ratings(train_path, **read_kwargs), read_ratings(test_path, **read_kwargs)
