@@ -94,7 +94,7 @@ def _add_fit_options(p: argparse.ArgumentParser, *, epochs: int = DEFAULTS["epoc
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--batch-size", type=int, help="ratings per step (default: n_train // 50, clipped to 64..1024)")
     p.add_argument("--unknown-frac", type=float, default=DEFAULTS["unknown_frac"])
     p.add_argument("--early-stopping", type=int, metavar="EPOCHS")
     p.add_argument("--seed", type=int, default=0)
@@ -162,8 +162,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    config = read_config(args.artifact)
     model = load_model(args.artifact)
+    config = read_config(args.artifact)
     print(f"artifact      {Path(args.artifact).resolve()}")
     print(f"model         {config['model']}  (schema {config['schema_version']}, created {config['created']})")
     print(f"users         {len(model.users)} {model.users.kind} IDs, rows 1..{len(model.users)}; first: {_head(model.users.ids)}")

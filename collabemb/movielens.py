@@ -46,7 +46,7 @@ from collabemb.data import Ratings, read_ratings
 
 __all__ = ["ChecksumError", "DownloadError", "MovieLens", "load_movielens", "load_movielens_fold"]
 
-DEFAULT_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
+_DEFAULT_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 
 # GroupLens's published MD5 of each fixed archive. ml-latest and ml-latest-small are rebuilt from
 # time to time, so their digest is read from the ``<name>.zip.md5`` file published beside them.
@@ -138,7 +138,8 @@ def load_movielens(
         base_url: where ``<name>.zip`` is fetched from; default ``$COLLABEMB_MOVIELENS_URL``,
             else GroupLens (``https://files.grouplens.org/datasets/movielens/``).
         md5: the expected MD5 hex digest of the archive, instead of the built-in one (for a
-            name) or of none (a ``.zip`` path is not checked unless this is given).
+            name) or of none (a ``.zip`` path is not checked unless this is given). It is checked
+            when an archive is downloaded or unpacked, not when a set is already in the cache.
 
     Raises:
         FileNotFoundError: the path does not exist, holds no MovieLens ratings file (the message
@@ -149,11 +150,10 @@ def load_movielens(
         ValueError: a movies or users file is malformed (the message names file, line, column).
         collabemb.data.RatingsError: the ratings file is malformed.
     """
-    directory, name = _locate(name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5)
-    layout = _detect_layout(directory)
-    if layout is None:  # only reachable for a directory emptied after _locate found it
-        raise FileNotFoundError(_no_ratings_message(directory))
-    ratings_file = next(f for f, lay in _RATINGS_FILES.items() if lay == layout)
+    directory, name, ratings_file = _locate(
+        name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5
+    )
+    layout = _RATINGS_FILES[ratings_file]
     return MovieLens(
         name=name,
         path=directory,
@@ -186,12 +186,13 @@ def load_movielens_fold(
     if isinstance(fold, bool) or not isinstance(fold, (int, str)) or str(fold).lower() not in _ML100K_FOLDS:
         raise ValueError(f"fold must be one of 1, 2, 3, 4, 5, 'a', 'b'; got {fold!r}")
     key = str(fold).lower()
-    directory, _ = _locate(name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5)
-    layout = _detect_layout(directory)
-    if layout != "ml-100k":
+    directory, _, ratings_file = _locate(
+        name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5
+    )
+    if ratings_file != "u.data":
         raise ValueError(
             f"{directory}: predefined folds exist only in ml-100k (u.data with u1.base .. ub.test); "
-            f"this directory holds the {layout} layout"
+            f"this directory holds {ratings_file}"
         )
     base, test = directory / f"u{key}.base", directory / f"u{key}.test"
     for path in (base, test):
@@ -210,34 +211,36 @@ def _locate(
     download: bool,
     base_url: str | None,
     md5: str | None,
-) -> tuple[Path, str]:
-    """The absolute directory holding a set's files, and the set's name."""
+) -> tuple[Path, str, str]:
+    """The absolute directory holding a set's files, the set's name, and its ratings file's name."""
     cache = _cache_dir(cache_dir)
     if isinstance(name_or_path, str) and name_or_path in _MD5:
         name = name_or_path
         target = cache / name
-        if _detect_layout(target) is None:
+        if _ratings_file(target) is None:
             if not download:
                 raise FileNotFoundError(f"{name} is not in the cache ({target}) and download=False")
             _download_set(name, target, base_url=_base_url(base_url), md5=md5)
-        return target.resolve(), name
-    path = Path(name_or_path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{str(name_or_path)!r} is neither a MovieLens name ({', '.join(_MD5)}) nor an existing path"
-        )
-    if path.is_file():
+        directory = target.resolve()
+    elif (path := Path(name_or_path).expanduser()).is_file():
         if not zipfile.is_zipfile(path):
             raise ValueError(
                 f"{path}: not a zip archive; pass a MovieLens directory or .zip "
                 "(to read a single ratings file, use collabemb.data.read_ratings)"
             )
         directory = _unpack_user_zip(path, cache, md5)
-        return directory, directory.name
-    if _detect_layout(path) is None:
-        raise FileNotFoundError(_no_ratings_message(path))
-    path = path.resolve()
-    return path, path.name
+        name = directory.name
+    elif path.is_dir():
+        directory = path.resolve()
+        name = directory.name
+    else:
+        raise FileNotFoundError(
+            f"{str(name_or_path)!r} is neither a MovieLens name ({', '.join(_MD5)}) nor an existing path"
+        )
+    ratings_file = _ratings_file(directory)
+    if ratings_file is None:
+        raise FileNotFoundError(_no_ratings_message(directory))
+    return directory, name, ratings_file
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -247,15 +250,15 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _base_url(base_url: str | None) -> str:
-    url = base_url or os.environ.get("COLLABEMB_MOVIELENS_URL") or DEFAULT_BASE_URL
+    url = base_url or os.environ.get("COLLABEMB_MOVIELENS_URL") or _DEFAULT_BASE_URL
     return url if url.endswith("/") else url + "/"
 
 
-def _detect_layout(directory: Path) -> str | None:
-    """The read_ratings layout of the first known ratings file in ``directory``, or None."""
-    for filename, layout in _RATINGS_FILES.items():
+def _ratings_file(directory: Path) -> str | None:
+    """The name of the first known ratings file in ``directory``, or None."""
+    for filename in _RATINGS_FILES:
         if (directory / filename).is_file():
-            return layout
+            return filename
     return None
 
 
@@ -301,7 +304,7 @@ def _unpack_user_zip(archive: Path, cache: Path, md5: str | None) -> Path:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     data_dir = _find_data_dir(root)
-    if data_dir is None:  # the archive was checked when it was extracted
+    if data_dir is None:  # the cached copy was emptied after it was extracted
         raise FileNotFoundError(_no_ratings_message(root))
     return data_dir.resolve()
 
@@ -328,10 +331,14 @@ def _fetch(url: str, directory: Path, name: str) -> tuple[Path, str]:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"{name}.zip", disable=None) as bar:
+                received = 0
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+            if total is not None and received != total:
+                raise ConnectionError(f"the connection closed after {received} of {total} bytes")
     except BaseException as exc:
         path.unlink(missing_ok=True)
         if isinstance(exc, (OSError, http.client.HTTPException)):
@@ -389,10 +396,10 @@ def _extract(archive: Path, parent: Path, *, what: str) -> tuple[Path, Path]:
 
 def _find_data_dir(root: Path) -> Path | None:
     """``root`` or the first of its sub-directories (by name) that holds a ratings file."""
-    if _detect_layout(root) is not None:
+    if _ratings_file(root) is not None:
         return root
     for child in sorted(root.iterdir()):
-        if child.is_dir() and not child.name.startswith(("__MACOSX", ".")) and _detect_layout(child):
+        if child.is_dir() and not child.name.startswith(("__MACOSX", ".")) and _ratings_file(child):
             return child
     return None
 

@@ -48,7 +48,12 @@ def id_kind_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") 
         if isinstance(values, str | bytes | int | np.integer):
             raise TypeError(f"{what} must be a sequence of IDs, not a single {type(values).__name__}")
         arr = values if isinstance(values, np.ndarray) else _as_object_array(values)
-        series = pd.Series(arr, copy=False)
+        if arr.dtype.kind in "OU":
+            # keep Python objects as they are: pandas would otherwise convert strings to an
+            # Arrow-backed dtype, which is slow here and cannot hold lone surrogates
+            series = pd.Series(arr, copy=False, dtype=object)
+        else:
+            series = pd.Series(arr, copy=False)
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
         raise TypeError(f"{what} must be ints or strings, found booleans")
@@ -56,7 +61,7 @@ def id_kind_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") 
         if series.hasnans:
             raise ValueError(f"{what} contain a missing value")
         if pd.api.types.is_unsigned_integer_dtype(dtype) and len(series) and series.max() > _INT64_MAX:
-            raise ValueError(f"{what} must fit in int64; found {series.max()}")
+            raise ValueError(f"{what} must fit in int64; found {series.max()} (pass very large IDs as strings)")
         return series.to_numpy(dtype=np.int64), "int"
     if pd.api.types.is_float_dtype(dtype):
         raise TypeError(
@@ -90,6 +95,11 @@ def id_kind_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") 
     if set(kinds) - {"str"} and "str" in kinds:
         raise TypeError(f"{what} mix types ({examples}); IDs must be all ints or all strings, never coerced")
     raise TypeError(f"{what} must be ints or strings, found {examples}")
+
+
+def _target(arr: np.ndarray) -> pd.Index:
+    """``arr`` as an Index for lookups, kept as Python objects (no Arrow string conversion)."""
+    return pd.Index(arr, dtype=object if arr.dtype == object else arr.dtype, copy=False)
 
 
 def _as_object_array(values: Iterable) -> np.ndarray:
@@ -140,11 +150,11 @@ class IdRegistry:
     def __contains__(self, raw_id) -> bool:
         try:
             return bool(self.known([raw_id])[0])
-        except TypeError:
+        except (TypeError, ValueError):  # another kind, a missing value, an int beyond int64
             return False
 
     def __repr__(self) -> str:
-        head = ", ".join(repr(v) for v in self._ids[:3])
+        head = ", ".join(repr(v) for v in self._ids[:3].tolist())
         more = ", ..." if len(self._ids) > 3 else ""
         return f"IdRegistry(name={self.name!r}, kind={self.kind!r}, n={len(self)}, ids=[{head}{more}])"
 
@@ -162,7 +172,7 @@ class IdRegistry:
         if len(arr) and kind != self.kind:
             raise TypeError(
                 f"this registry holds {self.kind} {self.name} IDs, got {kind} IDs "
-                f"(e.g. {arr[0]!r}); '7' and 7 are different IDs"
+                f"(e.g. {arr[:1].tolist()[0]!r}); '7' and 7 are different IDs"
             )
         return arr
 
@@ -178,13 +188,13 @@ class IdRegistry:
             (n,) int64 rows in ``0..len(self)``.
         """
         arr = self._query(raw_ids)
-        pos = self._index.get_indexer(arr)
+        pos = self._index.get_indexer(_target(arr))
         rows = pos.astype(np.int64) + 1  # -1 (missing) becomes 0, the unknown slot
         if unknown == "raise":
             missing = rows == UNKNOWN_ROW
             if missing.any():
                 unseen = pd.unique(arr[missing])
-                shown = ", ".join(repr(v) for v in unseen[:5])
+                shown = ", ".join(repr(v) for v in unseen[:5].tolist())
                 more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
                 raise UnknownIdError(f"{len(unseen)} unseen {self.name} ID(s): {shown}{more}")
         elif unknown != "zero":
@@ -201,6 +211,8 @@ class IdRegistry:
             (n,) raw IDs: int64 array, or object array of str.
         """
         rows = np.asarray(rows)
+        if rows.size == 0:
+            rows = rows.astype(np.int64)  # np.asarray([]) is float64
         if rows.dtype.kind not in "iu":
             raise TypeError(f"rows must be integers, got {rows.dtype}")
         if rows.size and (rows.min() < 1 or rows.max() > len(self)):
@@ -221,10 +233,12 @@ class IdRegistry:
         Existing rows never move. Returns (n,) int64 rows of all given IDs, old and new.
         """
         if len(self) == 0:
-            arr, self.kind = id_kind_of(raw_ids, what=f"{self.name} IDs")
+            arr, kind = id_kind_of(raw_ids, what=f"{self.name} IDs")
+            if len(arr):  # an empty batch says nothing about the kind
+                self.kind = kind
         else:
             arr = self._query(raw_ids)
-        new = pd.unique(arr[self._index.get_indexer(arr) < 0])
+        new = pd.unique(arr[self._index.get_indexer(_target(arr)) < 0])
         if len(new):
             new = np.sort(new) if self.kind == "int" else np.array(sorted(new), dtype=object)
             if self.kind == "int":
@@ -252,6 +266,8 @@ class IdRegistry:
         if kind == "int":
             if not all(type(v) is int for v in ids):
                 raise ValueError("registry of kind 'int' holds a non-integer ID")
+            if not all(_INT64_MIN <= v <= _INT64_MAX for v in ids):
+                raise ValueError("registry of kind 'int' holds an ID outside the int64 range")
             reg._ids = np.array(ids, dtype=np.int64)
         else:
             if not all(type(v) is str for v in ids):

@@ -38,7 +38,7 @@ DEFAULTS = {
     "epochs": 20,
     "lr": 0.01,
     "weight_decay": 0.12,
-    "batch_size": 1024,
+    "batch_size": None,  # auto: see fit()
     "unknown_frac": 0.02,
 }
 
@@ -92,7 +92,7 @@ def fit(
     lr: float = DEFAULTS["lr"],
     lr_schedule: str = "onecycle",
     weight_decay: float = DEFAULTS["weight_decay"],
-    batch_size: int = DEFAULTS["batch_size"],
+    batch_size: int | None = DEFAULTS["batch_size"],
     unknown_frac: float = DEFAULTS["unknown_frac"],
     y_range: tuple[float, float] | None = None,
     early_stopping: int | None = None,
@@ -114,7 +114,8 @@ def fit(
         lr_schedule: ``"onecycle"`` (warm up over the first 25% of steps, cosine down to
             lr/100), ``"cosine"`` (cosine from lr to lr/100) or ``"constant"``.
         weight_decay: L2 strength on the factor rows each rating touches (module docstring).
-        batch_size: ratings per step.
+        batch_size: ratings per step; default ``clip(n_train // 50, 64, 1024)`` so that small
+            sets still get at least ~50 steps per epoch (80k ratings -> 1024).
         unknown_frac: per-epoch probability that a row's user (and, independently, its item) is
             routed to the unknown slot 0; 0 leaves row 0 untrained.
         y_range: (lo, hi) of the sigmoid; default widens the observed rating range by 10%.
@@ -134,6 +135,8 @@ def fit(
         raise ValueError(f"unknown_frac must be in [0, 0.5), got {unknown_frac}")
     if lr_schedule not in ("onecycle", "cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'onecycle', 'cosine' or 'constant', got {lr_schedule!r}")
+    if batch_size is None:
+        batch_size = int(np.clip(len(train) // 50, 64, 1024))
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -1,0 +1,134 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import collabemb as ce
+import collabemb.artifact as artifact
+from conftest import planted_ratings
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ce.fit(planted_ratings(string_ids=True), epochs=3, n_factors=6, threads=1)
+
+
+def _predictions(m):
+    users = list(m.users.ids[:20]) + ["nobody"]
+    items = list(m.items.ids[:20]) + ["nothing"]
+    return m.predict(users, items)
+
+
+def test_save_then_load_gives_identical_predictions_registries_and_history(model, tmp_path):
+    model.save(tmp_path / "art")
+    loaded = ce.load_model(tmp_path / "art")
+    assert loaded.users == model.users and loaded.items == model.items
+    assert loaded.users.kind == "str"
+    for name in artifact.TENSOR_NAMES:
+        assert torch.equal(getattr(loaded, name).weight, getattr(model, name).weight)
+    assert _predictions(loaded).equals(_predictions(model))
+    assert loaded.history.train_rmse == model.history.train_rmse
+    assert loaded.y_range == model.y_range
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["config.json", "items.json", "tensors.safetensors", "users.json"]
+
+
+def test_loading_never_unpickles(model, tmp_path, monkeypatch):
+    model.save(tmp_path / "art")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    assert ce.load_model(tmp_path / "art").n_factors == 6
+
+
+def test_a_crash_while_saving_keeps_the_previous_artifact_and_leaves_no_temp_dir(model, tmp_path, monkeypatch):
+    target = tmp_path / "art"
+    model.save(target)
+    before = (target / "tensors.safetensors").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifact, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(target)
+    assert (target / "tensors.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert ce.load_model(target).n_factors == 6
+
+
+def test_saving_over_an_artifact_replaces_it_whole(model, tmp_path):
+    target = tmp_path / "art"
+    other = ce.fit(planted_ratings(n_users=30, n_items=20, per_user=10), epochs=2, n_factors=3, threads=1)
+    other.save(target)
+    model.save(target)
+    assert ce.load_model(target).users.kind == "str"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_refuses_to_replace_a_directory_that_is_not_an_artifact(model, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(ce.ArtifactError, match="not a collabemb artifact; refusing"):
+        model.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+
+
+def test_tensor_shape_that_disagrees_with_the_registry_is_refused(model, tmp_path):
+    model.save(tmp_path / "art")
+    path = tmp_path / "art" / "tensors.safetensors"
+    tensors = load_file(str(path))
+    tensors["i_weight"] = tensors["i_weight"][:-1].contiguous()
+    save_file(tensors, str(path))
+    n = len(model.items)
+    with pytest.raises(ce.ArtifactError, match=rf"tensor 'i_weight' has shape \({n}, 6\), expected \({n + 1}, 6\)"):
+        ce.load_model(tmp_path / "art")
+
+
+def test_edited_registry_is_refused(model, tmp_path):
+    model.save(tmp_path / "art")
+    path = tmp_path / "art" / "users.json"
+    data = json.loads(path.read_text())
+    data["ids"][0], data["ids"][1] = data["ids"][1], data["ids"][0]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ce.ArtifactError, match="users.json: registry does not match config.json"):
+        ce.load_model(tmp_path / "art")
+
+
+def test_newer_schema_and_foreign_json_are_refused(model, tmp_path):
+    model.save(tmp_path / "art")
+    config_path = tmp_path / "art" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "schema_version": 99}))
+    with pytest.raises(ce.ArtifactError, match="schema_version 99 is newer"):
+        ce.load_model(tmp_path / "art")
+    config_path.write_text(json.dumps({**config, "format": "something-else"}))
+    with pytest.raises(ce.ArtifactError, match="not a collabemb artifact"):
+        ce.load_model(tmp_path / "art")
+    config_path.write_text("{not json")
+    with pytest.raises(ce.ArtifactError, match=r"config.json, line 1, column 2: invalid JSON"):
+        ce.load_model(tmp_path / "art")
+
+
+def test_missing_pieces_are_named(model, tmp_path):
+    with pytest.raises(ce.ArtifactError, match="no such artifact directory"):
+        ce.load_model(tmp_path / "absent")
+    model.save(tmp_path / "art")
+    (tmp_path / "art" / "tensors.safetensors").unlink()
+    with pytest.raises(ce.ArtifactError, match="tensors.safetensors: missing"):
+        ce.load_model(tmp_path / "art")
+
+
+def test_loaded_model_keeps_int_ids_as_ints(tmp_path):
+    m = ce.fit(planted_ratings(n_users=30, n_items=20, per_user=10), epochs=2, n_factors=3, threads=1)
+    m.save(tmp_path / "art")
+    loaded = ce.load_model(tmp_path / "art")
+    assert loaded.users.kind == "int" and loaded.users.ids.dtype == np.int64
+    with pytest.raises(TypeError, match="'7' and 7 are different IDs"):
+        loaded.predict(["1"], [1])
