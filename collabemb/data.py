@@ -6,7 +6,7 @@ Bad input raises :class:`RatingsError` whose message names the file, the line an
 and says what was expected and what was found.
 
 IDs read from text files are ints when *every* value in the column is a canonical integer
-(``-?(0|[1-9][0-9]*)``), otherwise strings; so ``"007"`` stays the string ``"007"``. Pass
+(``0|-?[1-9][0-9]*``), otherwise strings; so ``"007"`` stays the string ``"007"``. Pass
 ``id_type="str"`` or ``"int"`` to decide explicitly.
 """
 
@@ -40,7 +40,7 @@ LAYOUTS: dict[str, dict] = {
     },
 }
 
-_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 
 
 class RatingsError(ValueError):
@@ -131,18 +131,19 @@ def read_ratings(
         wanted["timestamp"] = timestamp_col
     if layout == "ml-latest":
         raw = raw.rename(columns=LAYOUTS["ml-latest"]["header"])
-    for name, col in wanted.items():
-        if col not in raw.columns:
-            found = ", ".join(map(str, raw.columns)) or "none"
-            where = f"{label}, line 1" if first_line == 2 else label
-            raise RatingsError(f"{where}: missing {name} column {col!r} (found columns: {found})")
     if len(raw) == 0:
         raise RatingsError(f"{label}: empty input, expected at least one rating")
-    locate = _Locator(label, first_line)
+    file_names = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()} if layout == "ml-latest" else {}
+    for name, col in wanted.items():
+        if col not in raw.columns:
+            found = ", ".join(str(file_names.get(c, c)) for c in raw.columns) or "none"
+            where = f"{label}, line 1" if first_line == 2 else label
+            raise RatingsError(f"{where}: missing {name} column {file_names.get(col, col)!r} (found columns: {found})")
+    locate = _Locator(label, first_line, None if first_line is None else Path(source))
     frame = pd.DataFrame(
         {
-            "user": _ids(raw[user_col], user_col, id_type, locate),
-            "item": _ids(raw[item_col], item_col, id_type, locate),
+            "user": _id_column(_ids(raw[user_col], user_col, id_type, locate)),
+            "item": _id_column(_ids(raw[item_col], item_col, id_type, locate)),
             "rating": _numbers(raw[rating_col], rating_col, locate).astype(np.float32),
         }
     )
@@ -207,15 +208,37 @@ def _read_text(path: Path, layout: str | None, sep: str | None) -> tuple[pd.Data
             raise RatingsError(f"{path}, line {line}: expected {want} fields, found {saw}") from None
         raise RatingsError(f"{path}: cannot parse ({exc})") from None
     except UnicodeDecodeError as exc:
-        raise RatingsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if names and len(frame.columns) != len(names):
-        raise RatingsError(f"{path}, line 1: expected {len(names)} fields, found {len(frame.columns)}")
-    if names:
-        short = frame[names[-1]].isna().to_numpy()
-        if short.any():
-            row = int(np.flatnonzero(short)[0])
-            raise RatingsError(f"{path}, line {row + 1}: expected {len(names)} fields, found fewer")
-    return frame, (1 if names else 2)
+        # pandas decodes in chunks, so exc.start is an offset into a chunk: find the real place
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as real:
+            line = raw.count(b"\n", 0, real.start) + 1
+            raise RatingsError(f"{path}, line {line}: not UTF-8 text ({real.reason} at byte {real.start})") from None
+        raise RatingsError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    first_line = 1 if names else 2
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas silently turns extra leading fields into an index when every data line has
+        # more fields than the header (or names); that would shift every column
+        want, found = len(frame.columns), len(frame.columns) + frame.index.nlevels
+        line = _line_number(path, 0, first_line)
+        raise RatingsError(f"{path}, line {line}: expected {want} fields, found {found}")
+    # (short lines cannot be told apart from empty fields here: pandas fills them with "",
+    # so they fail later as a missing ID or a non-numeric value on the right line and column)
+    return frame, first_line
+
+
+def _line_number(path: Path, row: int, first_line: int) -> int:
+    """Physical line number (1-based) of data row ``row``, skipping blank lines as pandas does."""
+    want = row + first_line - 1  # index of the row among the non-blank lines
+    seen = -1
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip(b" \r\n"):
+                seen += 1
+                if seen == want:
+                    return number
+    return row + first_line
 
 
 # --- validation ----------------------------------------------------------------
@@ -227,11 +250,27 @@ class _Locator:
 
     label: str
     first_line: int | None
+    path: Path | None = None
+
+    def where(self, row: int) -> str:
+        if self.first_line is None:
+            return f"{self.label}, row {row}"
+        if self.path is None:
+            return f"{self.label}, line {row + self.first_line}"
+        return f"{self.label}, line {_line_number(self.path, row, self.first_line)}"
 
     def at(self, row: int, col: str) -> str:
-        if self.first_line is None:
-            return f"{self.label}, row {row}, column {col!r}"
-        return f"{self.label}, line {row + self.first_line}, column {col!r}"
+        return f"{self.where(row)}, column {col!r}"
+
+
+def _show(value) -> str:
+    """repr of a value as the user wrote it (numpy scalars as plain Python values)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _id_column(arr: np.ndarray) -> np.ndarray | pd.Series:
+    """String IDs stay an object column of Python str (pandas would convert them to its str dtype)."""
+    return pd.Series(arr, dtype=object) if arr.dtype == object else arr
 
 
 def _first(mask: np.ndarray) -> int:
@@ -257,10 +296,17 @@ def _ids(col: pd.Series, name: str, id_type: IdType, locate: _Locator) -> np.nda
             row = _first(~canonical)
             raise RatingsError(f"{locate.at(row, name)}: expected an integer ID, found {col.iloc[row]!r}")
         if canonical.all():
-            try:
-                return col.astype(np.int64).to_numpy()
-            except (OverflowError, ValueError):
-                raise RatingsError(f"{locate.label}, column {name!r}: integer IDs must fit in int64") from None
+            digits = col.str.lstrip("-").str.len().to_numpy()
+            big = digits >= 19  # int64 has 19 digits; check those exactly
+            if big.any():
+                too_big = np.array([not -(2**63) <= int(v) < 2**63 for v in col[big]])
+                if too_big.any():
+                    row = int(np.flatnonzero(big)[np.argmax(too_big)])
+                    raise RatingsError(
+                        f"{locate.at(row, name)}: integer ID {col.iloc[row]} does not fit in int64 "
+                        "(pass id_type='str' to keep IDs as strings)"
+                    )
+            return col.astype(np.int64).to_numpy()
         return col.to_numpy(dtype=object)
     try:
         arr, kind = id_kind_of(col, what=f"{locate.label}, column {name!r}: IDs")
@@ -281,7 +327,7 @@ def _numbers(col: pd.Series, name: str, locate: _Locator) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         row = _first(bad)
-        raise RatingsError(f"{locate.at(row, name)}: expected a finite number, found {col.iloc[row]!r}")
+        raise RatingsError(f"{locate.at(row, name)}: expected a finite number, found {_show(col.iloc[row])}")
     return values
 
 
@@ -301,19 +347,32 @@ def _resolve_duplicates(frame: pd.DataFrame, how: Duplicates, locate: _Locator) 
     if n_dup == 0:
         return frame, 0
     if how == "raise":
-        row = _first(dup)
+        # name the first row that repeats an earlier one, and where the pair was first seen
+        repeat = frame.duplicated(["user", "item"], keep="first").to_numpy()
+        row = _first(repeat)
         pair = (frame["user"].iloc[row], frame["item"].iloc[row])
+        earlier = _first((frame["user"] == pair[0]).to_numpy() & (frame["item"] == pair[1]).to_numpy())
+        pair = tuple(v.item() if isinstance(v, np.generic) else v for v in pair)
         raise RatingsError(
-            f"{locate.at(row, 'user')}: duplicate (user, item) pair {pair!r}; "
+            f"{locate.where(row)}: duplicate (user, item) pair {pair!r}, first at "
+            f"{locate.where(earlier).removeprefix(locate.label + ', ')}; "
             f"{n_dup} duplicate row(s) in all (use duplicates='last' or 'mean')"
         )
     if how == "last":
         return frame.loc[~dup].reset_index(drop=True), n_dup
-    agg = {"rating": "mean"}
+    # mean: one row per pair, in order of first appearance. Factorize instead of groupby, which
+    # under pandas 3 would turn object (str) ID columns into pandas' own str dtype.
+    users, _ = pd.factorize(frame["user"].to_numpy())
+    items, _ = pd.factorize(frame["item"].to_numpy())
+    group, _ = pd.factorize(users.astype(np.int64) * (int(items.max()) + 1) + items)
+    first = np.unique(group, return_index=True)[1]
+    merged = frame.iloc[first].reset_index(drop=True)
+    counts = np.bincount(group)
+    merged["rating"] = (np.bincount(group, weights=frame["rating"].to_numpy(np.float64)) / counts).astype(np.float32)
     if "timestamp" in frame.columns:
-        agg["timestamp"] = "max"
-    merged = frame.groupby(["user", "item"], sort=False, as_index=False).agg(agg)
-    merged["rating"] = merged["rating"].astype(np.float32)
+        latest = np.full(len(first), np.iinfo(np.int64).min)
+        np.maximum.at(latest, group, frame["timestamp"].to_numpy(np.int64))
+        merged["timestamp"] = latest
     return merged, n_dup
 
 
@@ -345,10 +404,10 @@ def read_pairs(
             raise RatingsError(f"{label}{', line 1' if first_line else ''}: missing column {col!r} (found columns: {found})")
     if len(raw) == 0:
         raise RatingsError(f"{label}: empty input, expected at least one (user, item) pair")
-    locate = _Locator(label, first_line)
+    locate = _Locator(label, first_line, None if first_line is None else Path(source))
     return pd.DataFrame(
         {
-            "user": _ids(raw[user_col], user_col, user_kind, locate),
-            "item": _ids(raw[item_col], item_col, item_kind, locate),
+            "user": _id_column(_ids(raw[user_col], user_col, user_kind, locate)),
+            "item": _id_column(_ids(raw[item_col], item_col, item_kind, locate)),
         }
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pandas as pd
 
 from collabemb.data import Ratings, read_ratings
 
@@ -36,9 +37,10 @@ def split_leave_last(ratings: Ratings, n: int = 1) -> tuple[Ratings, Ratings]:
         raise ValueError(f"n must be >= 1, got {n}")
     frame = ratings.frame
     order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy()))
-    by_time = frame.iloc[order]
-    from_end = by_time.groupby("user", sort=False).cumcount(ascending=False).to_numpy()
-    count = by_time.groupby("user", sort=False)["user"].transform("size").to_numpy()
+    # group by integer codes: grouping the ID column itself would make pandas 3 convert str IDs
+    users = pd.Series(pd.factorize(frame["user"].to_numpy())[0][order])
+    from_end = users.groupby(users, sort=False).cumcount(ascending=False).to_numpy()
+    count = users.groupby(users, sort=False).transform("size").to_numpy()
     test_sorted = (from_end < n) & (count > n)
     test = np.zeros(len(frame), dtype=bool)
     test[order] = test_sorted
