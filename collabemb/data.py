@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -61,7 +61,6 @@ class Ratings:
     frame: pd.DataFrame
     source: str | None = None
     n_duplicates: int = 0
-    extra: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -93,7 +92,9 @@ def read_ratings(
         source: a DataFrame, or a path. ``.parquet``/``.pq`` is read with pyarrow; other files
             are delimited text with a header row, separator from ``sep`` or guessed from the
             first line (tab, ``::``, ``;`` or comma).
-        user_col, item_col, rating_col, timestamp_col: column names in the input.
+        user_col, item_col, rating_col: column names in the input.
+        timestamp_col: timestamp column (unix seconds or datetimes); default: a column named
+            ``timestamp`` is kept when the input has one.
         layout: ``"ml-100k"``, ``"ml-1m"`` (also ml-10m) or ``"ml-latest"`` (also ml-20m, ml-25m,
             ml-latest-small); the column arguments are then ignored and IDs are ints.
         duplicates: for repeated (user, item) pairs: ``"last"`` keeps the last row in input order
@@ -126,6 +127,8 @@ def read_ratings(
             raw, first_line = _read_parquet(path), None
         else:
             raw, first_line = _read_text(path, layout, sep)
+    if timestamp_col is None and "timestamp" in raw.columns:
+        timestamp_col = "timestamp"
     wanted = {"user": user_col, "item": item_col, "rating": rating_col}
     if timestamp_col is not None:
         wanted["timestamp"] = timestamp_col

@@ -51,8 +51,14 @@ def test_dataframe_gives_typed_columns_and_a_range_index():
     assert r.has_timestamp
 
 
-def test_without_timestamp_col_there_is_no_timestamp_column():
+def test_a_column_named_timestamp_is_kept_without_asking():
     r = read_ratings(pd.DataFrame({"user": [1], "item": [2], "rating": [3.0], "timestamp": [5]}))
+    assert list(r.frame.columns) == ["user", "item", "rating", "timestamp"]
+    assert r.frame["timestamp"].tolist() == [5]
+
+
+def test_without_a_timestamp_there_is_no_timestamp_column():
+    r = read_ratings(pd.DataFrame({"user": [1], "item": [2], "rating": [3.0], "when": [5]}))
     assert list(r.frame.columns) == ["user", "item", "rating"]
     assert not r.has_timestamp
 
