@@ -123,7 +123,9 @@ def fit(
             the best epoch's weights (needs ``valid``).
         seed: seeds initialisation, shuffling and unknown-slot routing. Same seed and same
             ``threads`` give identical weights on CPU.
-        threads: torch intra-op threads for the fit (default: leave torch's setting).
+        threads: torch intra-op threads during the fit; default 1. Measured on ml-100k u1 with
+            2 cores: 2 threads fit in 1.45 s against 1.57 s on an idle machine, but took
+            minutes instead of seconds while another process held a core (OpenMP spinning).
         device: ``"cpu"`` or ``"cuda"``.
         progress: tqdm progress bar; default on only when stderr is a terminal.
     """
@@ -155,8 +157,7 @@ def fit(
     }
 
     old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(1 if threads is None else threads)
     try:
         gen = torch.Generator().manual_seed(seed)
         model = EmbeddingDotBias(users, items, n_factors=n_factors, y_range=y_range)
