@@ -10,6 +10,7 @@ Layout::
       items.json           item registry, same form
       tensors.safetensors  u_weight (n_user_rows, k), i_weight (n_item_rows, k),
                            u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32
+      item_metadata.parquet  optional: an ``item`` column of raw IDs plus titles, genres, ...
 
 Saving writes everything into a temporary directory beside the target and renames it into place,
 so a crash never leaves a half-written artifact under the final name. Loading checks the format,
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -36,6 +38,7 @@ from collabemb.train import FitHistory
 FORMAT = "collabemb-artifact"
 SCHEMA_VERSION = 1
 TENSOR_NAMES = ("u_weight", "i_weight", "u_bias", "i_bias")
+METADATA_FILE = "item_metadata.parquet"
 
 
 class ArtifactError(ValueError):
@@ -69,6 +72,9 @@ def save_model(model: EmbeddingDotBias, directory: str | os.PathLike) -> Path:
         tensors = {name: getattr(model, name).weight.detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES}
         save_file(tensors, str(tmp / "tensors.safetensors"), metadata={"format": FORMAT})
         os.chmod(tmp / "tensors.safetensors", 0o666 & ~_umask())
+        if model.item_metadata is not None:
+            _write_parquet(model.item_metadata, tmp / METADATA_FILE)
+            config["item_metadata"] = METADATA_FILE
         _write_json(tmp / "config.json", config)  # last: its presence marks a complete artifact
         _replace_dir(tmp, target)
     except BaseException:
@@ -127,6 +133,12 @@ def load_model(directory: str | os.PathLike) -> EmbeddingDotBias:
     with torch.no_grad():
         for name in TENSOR_NAMES:
             getattr(model, name).weight.copy_(tensors[name])
+    if config.get("item_metadata"):
+        meta = _read_parquet(root / METADATA_FILE)
+        try:
+            model.set_item_metadata(meta)
+        except (ValueError, TypeError) as exc:
+            raise ArtifactError(f"{root / METADATA_FILE}: {exc}") from None
     if config.get("history") is not None:
         model.history = FitHistory.from_dict(config["history"])
     model.eval()
@@ -136,6 +148,31 @@ def load_model(directory: str | os.PathLike) -> EmbeddingDotBias:
 def read_config(directory: str | os.PathLike) -> dict:
     """The artifact's config.json as a dict (for ``collabemb info``)."""
     return _read_json(Path(directory) / "config.json")
+
+
+def _write_parquet(frame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ArtifactError(f"item metadata cannot be stored as parquet: {exc}") from None
+    pq.write_table(table, path)
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    # object columns of Python str, as the registry keeps them
+    for col in frame.columns:
+        if pd.api.types.is_string_dtype(frame[col].dtype):
+            frame[col] = frame[col].astype(object)
+    return frame
 
 
 def _umask() -> int:

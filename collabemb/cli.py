@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from collabemb.artifact import ArtifactError, load_model, read_config
-from collabemb.data import RatingsError, read_pairs, read_ratings
+from collabemb.data import RatingsError, read_item_metadata, read_pairs, read_ratings
 from collabemb.registry import UnknownIdError
 from collabemb.sample import write_sample
 from collabemb.splits import split_random
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ratings", help="CSV / TSV / parquet file, or a MovieLens ratings file with --layout")
     p.add_argument("--out", required=True, help="artifact directory to write")
     _add_read_options(p)
+    p.add_argument("--items", help="item metadata file (CSV/TSV/parquet) to store with the model, e.g. titles and genres")
+    p.add_argument("--items-id-col", default="item", help="ID column of --items (default: item)")
     p.add_argument("--valid", help="validation ratings file (same columns)")
     p.add_argument("--valid-frac", type=float, help="hold out this random fraction for validation instead")
     _add_fit_options(p)
@@ -112,10 +114,12 @@ def _fit_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-def _train_and_save(train, valid, out: str, args: argparse.Namespace) -> None:
+def _train_and_save(train, valid, out: str, args: argparse.Namespace, items_path: Path | None = None, items_id_col: str = "item") -> None:
     t0 = time.perf_counter()
     model = fit(train, valid=valid, **_fit_kwargs(args))
     seconds = time.perf_counter() - t0
+    if items_path is not None:
+        model.set_item_metadata(read_item_metadata(items_path, id_col=items_id_col, id_type=model.items.kind))
     model.save(out)
     h = model.history
     print(f"trained {len(h.epoch)} epochs in {seconds:.1f} s: {len(model.users)} users, {len(model.items)} items, {model.n_factors} factors")
@@ -145,7 +149,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         valid = read_ratings(args.valid, **read_kw)
     elif args.valid_frac:
         ratings, valid = split_random(ratings, args.valid_frac, seed=args.seed)
-    _train_and_save(ratings, valid, args.out, args)
+    _train_and_save(ratings, valid, args.out, args, Path(args.items) if args.items else None, args.items_id_col)
     return 0
 
 
@@ -170,6 +174,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"items         {len(model.items)} {model.items.kind} IDs, rows 1..{len(model.items)}; first: {_head(model.items.ids)}")
     print("row 0         the unknown slot (trained): any ID not listed above maps there")
     print(f"factors       {model.n_factors}; y_range {model.y_range}")
+    if model.item_metadata is not None:
+        print(f"item metadata {len(model.item_metadata)} rows; columns {', '.join(model.item_metadata.columns)}")
     h = model.history
     if h is not None and h.epoch:
         v = f", validation RMSE {h.valid_rmse[-1]:.4f}" if h.valid_rmse[-1] is not None else ""
@@ -190,7 +196,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ratings = read_ratings(data_dir / "ratings.csv", timestamp_col="timestamp")
     train, valid = split_random(ratings, 0.1, seed=args.seed)
     print(f"demo: {len(ratings)} ratings from {data_dir / 'ratings.csv'}; training on {len(train)}, validating on {len(valid)}")
-    _train_and_save(train, valid, args.out, args)
+    _train_and_save(train, valid, args.out, args, data_dir / "items.csv")
     model = load_model(args.out)
     print(f"  reloaded: validation RMSE {rmse(model, valid):.4f}; try: collabemb info {args.out}")
     return 0

@@ -414,3 +414,30 @@ def read_pairs(
             "item": _id_column(_ids(raw[item_col], item_col, item_kind, locate)),
         }
     )
+
+
+def read_item_metadata(source: str | os.PathLike, *, id_col: str = "item", id_type: IdType = None, sep: str | None = None) -> pd.DataFrame:
+    """Read an item metadata file (CSV/TSV/parquet: an ID column plus titles, genres, ...).
+
+    The ID column follows the same type rule as :func:`read_ratings`; other columns are read
+    as pandas infers them. Returns a DataFrame whose ID column is named ``item``.
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise RatingsError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        raw, first_line = _read_parquet(path), None
+    else:
+        sep = sep or _sniff_sep(path)
+        try:
+            raw = pd.read_csv(path, sep=sep, dtype={id_col: str}, keep_default_na=False, engine="python" if len(sep) > 1 else "c")
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise RatingsError(f"{path}: cannot parse item metadata ({exc})") from None
+        first_line = 2
+    if id_col not in raw.columns:
+        found = ", ".join(map(str, raw.columns)) or "none"
+        raise RatingsError(f"{path}: missing item ID column {id_col!r} (found columns: {found})")
+    ids = _ids(raw[id_col], id_col, id_type, _Locator(str(path), first_line))
+    meta = raw.drop(columns=[id_col])
+    meta.insert(0, "item", ids)
+    return meta

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from collabemb.registry import UNKNOWN_ROW, IdRegistry
+from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_kind_of
 
 if TYPE_CHECKING:
     from collabemb.train import FitHistory
@@ -49,6 +49,8 @@ class EmbeddingDotBias(nn.Module):
         self.u_bias = nn.Embedding(users.n_rows, 1)
         self.i_bias = nn.Embedding(items.n_rows, 1)
         self.history: FitHistory | None = None
+        #: Optional item metadata (titles, genres...): a DataFrame with an ``item`` column of raw IDs.
+        self.item_metadata: pd.DataFrame | None = None
         self.reset_parameters(torch.Generator().manual_seed(0))
 
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -123,6 +125,24 @@ class EmbeddingDotBias(nn.Module):
                 "item_known": i != UNKNOWN_ROW,
             }
         )
+
+    def set_item_metadata(self, frame: pd.DataFrame, *, id_col: str = "item") -> None:
+        """Attach item metadata (one row per raw item ID, e.g. title and genres); saved with the model.
+
+        The ID column must hold the same kind of IDs as the item registry; it is renamed ``item``.
+        Rows for IDs the model does not know are kept (they may be added later).
+        """
+        if id_col not in frame.columns:
+            raise ValueError(f"item metadata has no column {id_col!r} (found: {', '.join(map(str, frame.columns))})")
+        ids, kind = id_kind_of(frame[id_col], what=f"item metadata column {id_col!r}")
+        if len(ids) and kind != self.items.kind:
+            raise TypeError(f"item metadata IDs are {kind}, the model's item IDs are {self.items.kind}")
+        meta = frame.drop(columns=[id_col]).copy()
+        meta.insert(0, "item", ids)
+        if meta["item"].duplicated().any():
+            dup = meta["item"][meta["item"].duplicated()].iloc[0]
+            raise ValueError(f"item metadata repeats item {dup!r}")
+        self.item_metadata = meta.reset_index(drop=True)
 
     # --- persistence ---------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from collabemb.data import Ratings, read_ratings
 from collabemb.models import EmbeddingDotBias

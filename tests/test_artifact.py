@@ -132,3 +132,28 @@ def test_loaded_model_keeps_int_ids_as_ints(tmp_path):
     assert loaded.users.kind == "int" and loaded.users.ids.dtype == np.int64
     with pytest.raises(TypeError, match="'7' and 7 are different IDs"):
         loaded.predict(["1"], [1])
+
+
+def test_item_metadata_is_saved_and_loaded_as_parquet(model, tmp_path):
+    import pandas as pd
+
+    meta = pd.DataFrame({"movie": list(model.items.ids[:3]) + ["i999"], "title": ["A", "B", "C", "Later"], "year": [1990, 1991, 1992, 2001]})
+    model.set_item_metadata(meta, id_col="movie")
+    try:
+        model.save(tmp_path / "art")
+    finally:
+        model.item_metadata = None
+    loaded = ce.load_model(tmp_path / "art")
+    assert (tmp_path / "art" / "item_metadata.parquet").is_file()
+    assert loaded.item_metadata["item"].tolist() == list(model.items.ids[:3]) + ["i999"]
+    assert loaded.item_metadata["title"].tolist() == ["A", "B", "C", "Later"]
+    assert loaded.item_metadata["year"].tolist() == [1990, 1991, 1992, 2001]
+
+
+def test_item_metadata_with_the_wrong_id_kind_is_refused(model):
+    import pandas as pd
+
+    with pytest.raises(TypeError, match="item metadata IDs are int, the model's item IDs are str"):
+        model.set_item_metadata(pd.DataFrame({"item": [1, 2], "title": ["a", "b"]}))
+    with pytest.raises(ValueError, match="repeats item 'x'"):
+        model.set_item_metadata(pd.DataFrame({"item": ["x", "x"], "title": ["a", "b"]}))

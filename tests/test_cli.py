@@ -94,3 +94,5 @@ def test_demo_trains_on_the_bundled_sample_and_says_where_it_wrote(tmp_path):
     assert "demo: 90000 ratings" in result.stdout
     assert f"wrote artifact {tmp_path / 'demo'}" in result.stdout
     assert pd.read_json(tmp_path / "demo" / "users.json", typ="series")["kind"] == "int"
+    info = run("info", str(tmp_path / "demo"))
+    assert "item metadata 1600 rows; columns item, title, genres" in info.stdout

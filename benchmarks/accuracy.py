@@ -1,0 +1,123 @@
+"""Accuracy and fit time on MovieLens 100K's canonical folds u1..u5.
+
+Compares, in one run: collabemb's defaults and Surprise's SVD (defaults). Then measures the
+unknown-slot routing fraction: for each ``unknown_frac`` the test RMSE on known pairs and the
+RMSE when the test user (or item) is treated as never seen, i.e. answered by the trained row 0.
+
+    python benchmarks/accuracy.py [--data ../shared/data/ml-100k] [--folds 1 2 3 4 5]
+
+Prints the tables and appends them to benchmarks/RESULTS.md with date, machine and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import collabemb as ce
+from machine import append_results
+
+HERE = Path(__file__).resolve().parent
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2)))
+
+
+def surprise_svd(train: ce.Ratings, test: ce.Ratings) -> tuple[float, float]:
+    from surprise import SVD, Dataset, Reader
+
+    data = Dataset.load_from_df(train.frame[["user", "item", "rating"]], Reader(rating_scale=(1, 5)))
+    trainset = data.build_full_trainset()
+    algo = SVD(random_state=0)
+    t0 = time.perf_counter()
+    algo.fit(trainset)
+    seconds = time.perf_counter() - t0
+    pred = [algo.predict(u, i).est for u, i in zip(test.frame["user"].tolist(), test.frame["item"].tolist())]
+    return rmse(pred, test.frame["rating"]), seconds
+
+
+def collabemb_defaults(train: ce.Ratings, test: ce.Ratings, threads: int, **kwargs) -> tuple[ce.EmbeddingDotBias, float, float]:
+    t0 = time.perf_counter()
+    model = ce.fit(train, threads=threads, progress=False, **kwargs)
+    seconds = time.perf_counter() - t0
+    return model, ce.rmse(model, test), seconds
+
+
+def cold_rmse(model: ce.EmbeddingDotBias, test: ce.Ratings, side: str) -> float:
+    """RMSE on the test ratings when the user (side='user') or item is replaced by an unseen ID."""
+    frame = test.frame
+    unseen = np.full(len(frame), -1, dtype=np.int64)
+    users = unseen if side == "user" else frame["user"].to_numpy()
+    items = unseen if side == "item" else frame["item"].to_numpy()
+    return rmse(model.predict(users, items)["prediction"], frame["rating"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "ml-100k"))
+    parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fracs", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05, 0.1])
+    parser.add_argument("--no-surprise", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
+    args = parser.parse_args()
+    data = Path(args.data)
+
+    folds = {f: ce.read_split(data / f"u{f}.base", data / f"u{f}.test", layout="ml-100k") for f in args.folds}
+    rows = []
+    for f, (train, test) in folds.items():
+        _, ce_rmse, ce_sec = collabemb_defaults(train, test, args.threads)
+        sp_rmse, sp_sec = surprise_svd(train, test) if not args.no_surprise else (float("nan"), float("nan"))
+        rows.append((f"u{f}", ce_rmse, ce_sec, sp_rmse, sp_sec))
+        print(f"u{f}: collabemb RMSE {ce_rmse:.4f} ({ce_sec:.2f} s)   Surprise SVD RMSE {sp_rmse:.4f} ({sp_sec:.2f} s)", flush=True)
+    mean = tuple(statistics.fmean(r[k] for r in rows) for k in range(1, 5))
+    med_sec = (statistics.median(r[2] for r in rows), statistics.median(r[4] for r in rows))
+
+    lines = [
+        "| fold | collabemb RMSE | collabemb fit s | Surprise SVD RMSE | Surprise SVD fit s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[f"| {r[0]} | {r[1]:.4f} | {r[2]:.2f} | {r[3]:.4f} | {r[4]:.2f} |" for r in rows],
+        f"| **mean** | **{mean[0]:.4f}** | {mean[1]:.2f} (median {med_sec[0]:.2f}) | **{mean[2]:.4f}** | {mean[3]:.2f} (median {med_sec[1]:.2f}) |",
+    ]
+    defaults = {k: v for k, v in ce.train.DEFAULTS.items()}
+    table = "\n".join(lines)
+    print(table)
+
+    sweep = [
+        "| unknown_frac | known-pair RMSE (mean) | unseen-user RMSE (mean) | unseen-item RMSE (mean) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    baseline = statistics.fmean(rmse(np.full(len(te), tr.frame["rating"].mean()), te.frame["rating"]) for tr, te in folds.values())
+    for frac in args.fracs:
+        known, cold_u, cold_i = [], [], []
+        for train, test in folds.values():
+            model, r, _ = collabemb_defaults(train, test, args.threads, unknown_frac=frac)
+            known.append(r)
+            cold_u.append(cold_rmse(model, test, "user"))
+            cold_i.append(cold_rmse(model, test, "item"))
+        sweep.append(f"| {frac:g} | {statistics.fmean(known):.4f} | {statistics.fmean(cold_u):.4f} | {statistics.fmean(cold_i):.4f} |")
+        print(sweep[-1], flush=True)
+    sweep_text = "\n".join(sweep) + f"\n\nGlobal-mean baseline RMSE (mean over folds): {baseline:.4f}."
+    print(sweep_text)
+
+    if not args.no_write:
+        append_results(
+            HERE / "RESULTS.md",
+            title="Accuracy on MovieLens 100K u1..u5 (benchmarks/accuracy.py)",
+            command="python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+            body=(
+                f"collabemb defaults {defaults}, {args.threads} threads; Surprise SVD defaults (random_state=0).\n\n"
+                f"{table}\n\nUnknown-slot routing fraction (test ratings re-asked with the user or the item "
+                f"replaced by an unseen ID, answered by row 0):\n\n{sweep_text}"
+            ),
+        )
+
+
+if __name__ == "__main__":
+    main()
