@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "ml-100k"))
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for collabemb (default: its own, 1)")
     parser.add_argument("--fracs", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05, 0.1])
     parser.add_argument("--no-surprise", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
@@ -112,7 +112,7 @@ def main() -> None:
             title="Accuracy on MovieLens 100K u1..u5 (benchmarks/accuracy.py)",
             command="python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
             body=(
-                f"collabemb defaults {defaults}, {args.threads} threads; Surprise SVD defaults (random_state=0).\n\n"
+                f"collabemb defaults {defaults}, threads={args.threads or 1}; Surprise SVD defaults (random_state=0).\n\n"
                 f"{table}\n\nUnknown-slot routing fraction (test ratings re-asked with the user or the item "
                 f"replaced by an unseen ID, answered by row 0):\n\n{sweep_text}"
             ),
