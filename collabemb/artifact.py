@@ -59,7 +59,7 @@ def save_model(model: EmbeddingDotBias, directory: str | os.PathLike) -> Path:
             "schema_version": SCHEMA_VERSION,
             "model": type(model).__name__,
             "n_factors": model.n_factors,
-            "y_range": list(model.y_range),
+            "y_range": list(model.y_range) if model.y_range is not None else None,
             "n_user_rows": model.users.n_rows,
             "n_item_rows": model.items.n_rows,
             "user_fingerprint": model.users.fingerprint(),
@@ -129,7 +129,7 @@ def load_model(directory: str | os.PathLike) -> EmbeddingDotBias:
                 f"{tensor_path}: tensor {name!r} has shape {found}, expected {shape} "
                 f"from the registries ({len(users)} users, {len(items)} items, {k} factors, plus row 0)"
             )
-    model = EmbeddingDotBias(users, items, n_factors=k, y_range=tuple(config["y_range"]))
+    model = EmbeddingDotBias(users, items, n_factors=k, y_range=tuple(config["y_range"]) if config["y_range"] is not None else None)
     with torch.no_grad():
         for name in TENSOR_NAMES:
             getattr(model, name).weight.copy_(tensors[name])

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 
 class EmbeddingDotBias(nn.Module):
-    """Rating model ``y = lo + (hi - lo) * sigmoid(<u, i> + b_u + b_i)``.
+    """Rating model ``y = lo + (hi - lo) * sigmoid(<u, i> + b_u + b_i)``, or, with
+    ``y_range=None``, the plain score ``y = <u, i> + b_u + b_i`` (implicit-feedback models such as
+    ALS or BPR, whose scores rank items but are not ratings).
 
     In the spirit of fastai's ``EmbeddingDotBias``, with the ID vocabulary attached: row ``r`` of
     every table belongs to the raw ID ``users.ids[r - 1]`` (or ``items.ids[r - 1]``), and row 0 is
@@ -26,24 +28,28 @@ class EmbeddingDotBias(nn.Module):
     Args:
         users, items: registries; the tables get ``users.n_rows`` / ``items.n_rows`` rows.
         n_factors: embedding width k.
-        y_range: (lo, hi) rating range of the sigmoid output.
+        y_range: (lo, hi) rating range of the sigmoid output, or None for the identity link.
 
     Parameters (torch names, fastai-compatible):
         u_weight: ``nn.Embedding(n_user_rows, k)``; i_weight: ``nn.Embedding(n_item_rows, k)``;
         u_bias: ``nn.Embedding(n_user_rows, 1)``; i_bias: ``nn.Embedding(n_item_rows, 1)``.
     """
 
-    def __init__(self, users: IdRegistry, items: IdRegistry, n_factors: int = 64, y_range: tuple[float, float] = (0.5, 5.5)):
+    def __init__(
+        self, users: IdRegistry, items: IdRegistry, n_factors: int = 64, y_range: tuple[float, float] | None = (0.5, 5.5)
+    ):
         super().__init__()
-        lo, hi = (float(v) for v in y_range)
-        if not lo < hi:
-            raise ValueError(f"y_range must be (lo, hi) with lo < hi, got {y_range}")
+        if y_range is not None:
+            lo, hi = (float(v) for v in y_range)
+            if not lo < hi:
+                raise ValueError(f"y_range must be (lo, hi) with lo < hi, got {y_range}")
+            y_range = (lo, hi)
         if n_factors < 1:
             raise ValueError(f"n_factors must be >= 1, got {n_factors}")
         self.users = users
         self.items = items
         self.n_factors = int(n_factors)
-        self.y_range = (lo, hi)
+        self.y_range = y_range
         self.u_weight = nn.Embedding(users.n_rows, n_factors)
         self.i_weight = nn.Embedding(items.n_rows, n_factors)
         self.u_bias = nn.Embedding(users.n_rows, 1)
@@ -68,7 +74,9 @@ class EmbeddingDotBias(nn.Module):
         return dot + self.u_bias(user_idx).squeeze(1) + self.i_bias(item_idx).squeeze(1)
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        """(B,) predicted ratings in ``y_range`` for (B,) int64 user and item rows."""
+        """(B,) predicted ratings in ``y_range`` (or raw scores when it is None) for (B,) int64 rows."""
+        if self.y_range is None:
+            return self.logits(user_idx, item_idx)
         lo, hi = self.y_range
         return lo + (hi - lo) * torch.sigmoid(self.logits(user_idx, item_idx))
 

@@ -157,3 +157,18 @@ def test_item_metadata_with_the_wrong_id_kind_is_refused(model):
         model.set_item_metadata(pd.DataFrame({"item": [1, 2], "title": ["a", "b"]}))
     with pytest.raises(ValueError, match="repeats item 'x'"):
         model.set_item_metadata(pd.DataFrame({"item": ["x", "x"], "title": ["a", "b"]}))
+
+
+def test_a_score_model_without_y_range_round_trips_with_the_identity_link(tmp_path):
+    from collabemb.registry import IdRegistry
+
+    m = ce.EmbeddingDotBias(IdRegistry([1, 2]), IdRegistry([5, 6, 7]), n_factors=2, y_range=None)
+    with torch.no_grad():
+        m.u_weight.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.5, -1.0]]))
+        m.i_weight.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [-1.0, 3.0]]))
+        m.i_bias.weight.copy_(torch.tensor([[0.0], [0.5], [0.0], [0.0]]))
+    assert m.predict([1, 1], [5, 7])["prediction"].tolist() == [3.5, 5.0]  # raw dot + biases
+    m.save(tmp_path / "art")
+    loaded = ce.load_model(tmp_path / "art")
+    assert loaded.y_range is None
+    assert loaded.predict([1, 1], [5, 7])["prediction"].tolist() == [3.5, 5.0]
