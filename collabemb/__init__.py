@@ -1,11 +1,17 @@
 """collabemb: collaborative-filtering embeddings you can get out, row by row, ID by ID."""
 
 from collabemb.artifact import ArtifactError, load_model, save_model
+from collabemb.coldstart import FoldIn, fold_in_items, fold_in_items_like, fold_in_users
 from collabemb.data import Ratings, RatingsError, read_ratings
+from collabemb.export import EmbeddingArrays, IdEmbedding, embedding_arrays, embedding_frame, read_embeddings, to_features, to_torch, write_embeddings
+from collabemb.implicit_mf import fit_implicit, fit_popularity, fold_in_als
+from collabemb.index import SeenItems, SimilarityIndex, StaleIndexError
+from collabemb.metrics import evaluate, ranking_metrics
 from collabemb.movielens import ChecksumError, DownloadError, MovieLens, load_movielens, load_movielens_fold
 from collabemb.models import EmbeddingDotBias
+from collabemb.plots import pca_frame, plot_bias, plot_history, plot_pca
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, UnknownIdError
-from collabemb.splits import read_split, split_leave_last, split_random
+from collabemb.splits import read_split, split_leave_last, split_random, split_random_per_user
 from collabemb.train import FitHistory, fit, rmse
 
 __all__ = [
@@ -24,10 +30,35 @@ __all__ = [
     "Ratings",
     "RatingsError",
     "UnknownIdError",
+    "EmbeddingArrays",
+    "IdEmbedding",
+    "embedding_arrays",
+    "embedding_frame",
+    "read_embeddings",
+    "to_features",
+    "to_torch",
+    "write_embeddings",
+    "pca_frame",
+    "plot_bias",
+    "plot_history",
+    "plot_pca",
     "fit",
     "read_ratings",
     "read_split",
     "rmse",
     "split_leave_last",
     "split_random",
+    "fit_implicit",
+    "fit_popularity",
+    "fold_in_als",
+    "evaluate",
+    "ranking_metrics",
+    "split_random_per_user",
+    "SimilarityIndex",
+    "SeenItems",
+    "StaleIndexError",
+    "FoldIn",
+    "fold_in_users",
+    "fold_in_items",
+    "fold_in_items_like",
 ]

@@ -11,6 +11,9 @@ Layout::
       tensors.safetensors  u_weight (n_user_rows, k), i_weight (n_item_rows, k),
                            u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32
       item_metadata.parquet  optional: an ``item`` column of raw IDs plus titles, genres, ...
+      seen_indptr.npy, seen_items.npy  optional: training (user, item) pairs as an int32 CSR of rows
+      index-{items,users,recommend}.faiss  optional: FAISS indexes (collabemb.index), with their
+                           registry fingerprints and vector checksums in config.json
 
 Saving writes everything into a temporary directory beside the target and renames it into place,
 so a crash never leaves a half-written artifact under the final name. Loading checks the format,
@@ -75,6 +78,10 @@ def save_model(model: EmbeddingDotBias, directory: str | os.PathLike) -> Path:
         if model.item_metadata is not None:
             _write_parquet(model.item_metadata, tmp / METADATA_FILE)
             config["item_metadata"] = METADATA_FILE
+        if getattr(model, "seen_items", None) is not None:
+            config["seen_items"] = model.seen_items._save(tmp, model.users.n_rows)
+        if getattr(model, "index", None) is not None:
+            config["index"] = model.index._save(tmp)  # refuses an index that no longer matches the model
         _write_json(tmp / "config.json", config)  # last: its presence marks a complete artifact
         _replace_dir(tmp, target)
     except BaseException:
@@ -141,6 +148,13 @@ def load_model(directory: str | os.PathLike) -> EmbeddingDotBias:
             raise ArtifactError(f"{root / METADATA_FILE}: {exc}") from None
     if config.get("history") is not None:
         model.history = FitHistory.from_dict(config["history"])
+    if config.get("seen_items") or config.get("index"):  # optional; older artifacts have neither
+        from collabemb.index import SeenItems, SimilarityIndex
+
+        if config.get("seen_items"):
+            model.seen_items = SeenItems._load(root, users, items)
+        if config.get("index"):
+            model.index = SimilarityIndex._load(model, root, config["index"])
     model.eval()
     return model
 

@@ -57,6 +57,11 @@ class EmbeddingDotBias(nn.Module):
         self.history: FitHistory | None = None
         #: Optional item metadata (titles, genres...): a DataFrame with an ``item`` column of raw IDs.
         self.item_metadata: pd.DataFrame | None = None
+        #: Optional training (user, item) pairs as a ``collabemb.index.SeenItems``, for
+        #: ``recommend(exclude_seen=True)``; set by :meth:`set_seen_items`, saved with the model.
+        self.seen_items = None
+        #: Optional ``collabemb.index.SimilarityIndex`` set by :meth:`build_index`; saved with the model.
+        self.index = None
         self.reset_parameters(torch.Generator().manual_seed(0))
 
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -151,6 +156,71 @@ class EmbeddingDotBias(nn.Module):
             dup = meta["item"][meta["item"].duplicated()].iloc[0]
             raise ValueError(f"item metadata repeats item {dup!r}")
         self.item_metadata = meta.reset_index(drop=True)
+
+    # --- getting the embeddings out (collabemb.export) -------------------------
+    def user_embeddings(self, *, form: str = "frame", unknown: str = "include", metadata=None, metadata_id_col: str | None = None):
+        """User table by raw ID: a DataFrame (``form="frame"``) or ``(ids, matrix, bias)`` arrays
+        (``form="arrays"``); row 0 first unless ``unknown="exclude"``. See :mod:`collabemb.export`."""
+        from collabemb.export import embeddings
+
+        return embeddings(self, "user", form=form, unknown=unknown, metadata=metadata, metadata_id_col=metadata_id_col)
+
+    def item_embeddings(self, *, form: str = "frame", unknown: str = "include", metadata=None, metadata_id_col: str | None = None):
+        """Item table by raw ID, as :meth:`user_embeddings`; ``metadata=True`` joins ``item_metadata``."""
+        from collabemb.export import embeddings
+
+        return embeddings(self, "item", form=form, unknown=unknown, metadata=metadata, metadata_id_col=metadata_id_col)
+
+    def to_features(self, df: pd.DataFrame, *, user_col: str | None = "user", item_col: str | None = "item", **kwargs) -> pd.DataFrame:
+        """``df`` plus embedding, bias and known-flag columns for its IDs (:func:`collabemb.export.to_features`)."""
+        from collabemb.export import to_features
+
+        return to_features(self, df, user_col=user_col, item_col=item_col, **kwargs)
+
+    def to_torch(self, kind: str, *, freeze: bool = True):
+        """An ``nn.Embedding`` with biases and the registry (:func:`collabemb.export.to_torch`); index 0 = unknown slot."""
+        from collabemb.export import to_torch
+
+        return to_torch(self, kind, freeze=freeze)
+
+    # --- search and cold start (collabemb.index, collabemb.coldstart) --------
+    def set_seen_items(self, ratings) -> None:
+        """Remember which items each user rated in ``ratings`` (usually the training set) so that
+        ``recommend(exclude_seen=True)`` leaves them out; saved with the model as an int32 CSR."""
+        from collabemb.index import SeenItems
+
+        self.seen_items = SeenItems.from_ratings(self, ratings)
+
+    def build_index(self, *, parts: tuple[str, ...] = ("items", "recommend"), **kwargs):
+        """Build a :class:`collabemb.index.SimilarityIndex` (``kind=``, ``metric=``, ...), keep it as
+        ``self.index`` (saved with the model) and return it. ``parts`` are built now, others on first use."""
+        from collabemb.index import SimilarityIndex
+
+        self.index = SimilarityIndex(self, **kwargs).build(*parts)
+        return self.index
+
+    def similar_items(self, ids, k: int = 10, **kwargs) -> pd.DataFrame:
+        """:meth:`SimilarityIndex.similar_items <collabemb.index.SimilarityIndex.similar_items>` on
+        ``self.index`` (built with default settings on first use)."""
+        return (self.index or self.build_index(parts=())).similar_items(ids, k, **kwargs)
+
+    def similar_users(self, ids, k: int = 10, **kwargs) -> pd.DataFrame:
+        """:meth:`SimilarityIndex.similar_users <collabemb.index.SimilarityIndex.similar_users>` on ``self.index``."""
+        return (self.index or self.build_index(parts=())).similar_users(ids, k, **kwargs)
+
+    def recommend(self, users, k: int = 10, **kwargs) -> pd.DataFrame:
+        """:meth:`SimilarityIndex.recommend <collabemb.index.SimilarityIndex.recommend>` on ``self.index``:
+        top-k items per user in predicted-rating order, seen items excluded."""
+        return (self.index or self.build_index(parts=())).recommend(users, k, **kwargs)
+
+    def fold_in(self, ratings, *, side: str = "user", add: bool = False, **kwargs):
+        """Vectors for new users (``side="user"``) or items from a few ratings, the other side fixed
+        (:func:`collabemb.coldstart.fold_in_users` / ``fold_in_items``); ``add=True`` appends them."""
+        from collabemb.coldstart import fold_in_items, fold_in_users
+
+        if side not in ("user", "item"):
+            raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+        return (fold_in_users if side == "user" else fold_in_items)(self, ratings, add=add, **kwargs)
 
     # --- persistence ---------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:

@@ -1,7 +1,7 @@
 """Train/test splits of :class:`~collabemb.data.Ratings`.
 
-Three kinds: a seeded random fraction, per-user leave-last-n by timestamp, and predefined
-train/test files (such as the MovieLens 100K folds u1..u5).
+Four kinds: a seeded random fraction, per-user leave-last-n by timestamp, per-user random
+holdout of n, and predefined train/test files (such as the MovieLens 100K folds u1..u5).
 """
 
 from __future__ import annotations
@@ -44,6 +44,24 @@ def split_leave_last(ratings: Ratings, n: int = 1) -> tuple[Ratings, Ratings]:
     test_sorted = (from_end < n) & (count > n)
     test = np.zeros(len(frame), dtype=bool)
     test[order] = test_sorted
+    return ratings.subset(~test), ratings.subset(test)
+
+
+def split_random_per_user(ratings: Ratings, n: int = 1, *, seed: int = 0) -> tuple[Ratings, Ratings]:
+    """Per user, ``n`` ratings drawn at random (seeded) go to test; the rest to train.
+
+    The random counterpart of :func:`split_leave_last`, for data without timestamps: users with
+    ``n`` or fewer ratings stay entirely in train, so every test user has training history.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ratings))
+    users = pd.Series(pd.factorize(ratings.frame["user"].to_numpy())[0][order])
+    rank = users.groupby(users, sort=False).cumcount().to_numpy()
+    count = users.groupby(users, sort=False).transform("size").to_numpy()
+    test = np.zeros(len(ratings), dtype=bool)
+    test[order] = (rank < n) & (count > n)
     return ratings.subset(~test), ratings.subset(test)
 
 
