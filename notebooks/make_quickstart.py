@@ -50,9 +50,9 @@ movies.head(3)"""),
     ("md", """\
 ## Split and fit
 
-A seeded random 80/20 split. `fit` trains with Adam for `epochs` passes, scores the validation set
-after every epoch and keeps a record in `model.history`. It uses one torch thread unless told
-otherwise (`threads=`), and the same seed with the same thread count gives identical weights."""),
+A seeded random 80/20 split. `fit` trains for `epochs` passes (on the CPU with the compiled fast
+engine), scores the validation set after every epoch and keeps a record in `model.history`.
+`model.history.params` records the engine, threads and every setting used."""),
     ("code", """\
 train, valid = collabemb.split_random(ratings, test_frac=0.2, seed=0)
 print(f"train {len(train):,} / valid {len(valid):,}")
