@@ -27,11 +27,16 @@ How it is fast:
   then visits chunks of :data:`CHUNK` consecutive ratings in a fresh random order, so an epoch
   costs no per-rating shuffling and no per-batch Python objects. The learning-rate schedule steps
   once per chunk.
-* **Threads**: ``threads`` Python threads take tasks (runs of chunks) from a shared queue and
-  update the tables without locks (Hogwild: two threads rarely touch the same row at once, and a
-  lost update on a popular row does no harm). ``threads=1`` runs in the calling thread and is
-  bit-for-bit deterministic for a fixed seed. Threads wait on nothing, so they do not spin when
-  another process holds a core (OpenMP-style spinning slowed torch 50x in that situation).
+* **Threads, deterministically** (DSGD-style strata): with ``threads=T > 1`` every user row and
+  every item row belongs to one of T blocks (a seeded draw, fixed for the fit). Each epoch the
+  routed ratings are counting-sorted, in O(n) by the T threads, into a reused buffer of T*T cells
+  (user block, item block; 12 bytes a rating), each cell in the epoch's chunk order. Then T
+  strata: in stratum s, thread t trains cell (t, (t + s) % T), and all threads meet before the
+  next. No two threads ever touch the same row or Adagrad accumulator at once and each thread's
+  sequence of updates is fixed, so the same seed and thread count give identical weights
+  whatever the timing. ``threads=1`` runs the shuffled ratings in the calling thread, without
+  the buffer. Threads block rather than spin between strata, so they do not burn a core another
+  process holds (OpenMP-style spinning slowed torch 50x in that situation).
 
 The unknown-slot routing draws come from a counter-based hash of (epoch key, position), so they
 do not depend on the number of threads or the order in which tasks are run.
@@ -112,30 +117,35 @@ def _mix64(x):
 
 
 @_jit
-def _adagrad_chunks(
-    users, items, ratings, chunks, chunk_lr, chunk_size,
+def _adagrad_blocks(
+    users, items, ratings, starts, end, block_lr, block_size,
     p, q, bu, bi, gp, gq, gbu, gbi,
     lo, span, weight_decay, route_below, key,
 ):  # fmt: skip
-    """Train on ``chunks`` (in that order) of the shuffled ratings; return (sum sq error, count).
+    """Train on blocks of ratings in the given order; return (sum sq error, count).
 
-    users, items: (n,) int32 rows; ratings: (n,) float32. chunks: (c,) int64 chunk numbers,
-    chunk_lr: (c,) float32 learning rate for each. p, q: (rows, k) float32 factor tables; bu, bi:
-    (rows,) float32 biases; gp, gq, gbu, gbi: their Adagrad accumulators. Rating m's user goes to
-    row 0 when the high 32 bits of mix64(key + m) are below ``route_below``, its item when the low
-    32 bits are. The squared error is summed over ratings routed nowhere.
+    users, items: (n,) int32 rows; ratings: (n,) float32. Block j is ratings
+    ``[starts[j], min(starts[j] + block_size, end))``, trained with learning rate ``block_lr[j]``.
+    p, q: (rows, k) float32 factor tables; bu, bi: (rows,) float32 biases; gp, gq, gbu, gbi: their
+    Adagrad accumulators. Rating m's user goes to row 0 when the high 32 bits of mix64(key + m)
+    are below ``route_below``, its item when the low 32 bits are (``route_below=0``: ratings
+    already routed). The squared error is summed over ratings on no row 0 (training rows are
+    never 0, so: routed nowhere).
+
+    One kernel for both paths (a helper function called per rating, even one numba inlines,
+    halved its speed): the one-thread path passes chunk starts of the shuffled ratings, the
+    multi-thread path consecutive blocks of one cell of :func:`_bucket_cells`'s output.
     """
-    n = ratings.shape[0]
     k = p.shape[1]
     inv_k = np.float32(1.0 / k)
     eps = np.float32(ADAGRAD_EPS)
     one = np.float32(1.0)
     sq = 0.0
     count = 0
-    for j in range(chunks.shape[0]):
-        lr = chunk_lr[j]
-        start = chunks[j] * chunk_size
-        stop = min(start + chunk_size, n)
+    for j in range(starts.shape[0]):
+        lr = block_lr[j]
+        start = starts[j]
+        stop = min(start + block_size, end)
         for m in range(start, stop):
             ahead = m + PREFETCH_AHEAD
             if ahead < stop:
@@ -148,19 +158,18 @@ def _adagrad_chunks(
                 _prefetch(q, ia, k - 1)
             u = users[m]
             i = items[m]
-            h = _mix64(key + np.uint64(m))
-            route_u = (h >> np.uint64(32)) < route_below
-            route_i = (h & np.uint64(0xFFFFFFFF)) < route_below
-            if route_u:
-                u = 0
-            if route_i:
-                i = 0
+            if route_below > 0:
+                h = _mix64(key + np.uint64(m))
+                if (h >> np.uint64(32)) < route_below:
+                    u = 0
+                if (h & np.uint64(0xFFFFFFFF)) < route_below:
+                    i = 0
             z = bu[u] + bi[i]
             for f in range(k):
                 z += p[u, f] * q[i, f]
             s = one / (one + np.float32(math.exp(-z)))
             e = ratings[m] - (lo + span * s)
-            if not (route_u or route_i):
+            if u != 0 and i != 0:
                 sq += e * e
                 count += 1
             g = e * span * s * (one - s)  # -1/2 d(r - y)^2 / dz
@@ -191,6 +200,42 @@ def _adagrad_chunks(
     return sq, count
 
 
+@_jit
+def _bucket_cells(
+    users, items, ratings, chunks, chunk_size, ublock, iblock, strata, route_below, key,
+    offsets, out_users, out_items, out_ratings,
+):  # fmt: skip
+    """Route ``chunks`` of the ratings (as :func:`_adagrad_blocks` does) and sort them into cells.
+
+    Rating m (routed rows u, i) belongs to cell ``ublock[u] * strata + iblock[i]``. Without
+    ``out_users`` (an empty array) this counts: ``offsets[c] += 1`` per rating. Otherwise it
+    writes the routed rating at ``out_*[offsets[c]]`` and advances ``offsets[c]``: a counting
+    sort that keeps the order of ``chunks`` within each cell.
+    """
+    n = ratings.shape[0]
+    write = out_users.shape[0] > 0
+    for j in range(chunks.shape[0]):
+        start = chunks[j] * chunk_size
+        stop = min(start + chunk_size, n)
+        for m in range(start, stop):
+            u = users[m]
+            i = items[m]
+            h = _mix64(key + np.uint64(m))
+            if (h >> np.uint64(32)) < route_below:
+                u = 0
+            if (h & np.uint64(0xFFFFFFFF)) < route_below:
+                i = 0
+            c = ublock[u] * strata + iblock[i]
+            if write:
+                pos = offsets[c]
+                out_users[pos] = u
+                out_items[pos] = i
+                out_ratings[pos] = ratings[m]
+                offsets[c] = pos + 1
+            else:
+                offsets[c] += 1
+
+
 @dataclass
 class EpochResult:
     """What one finished pass did: squared error summed over ``count`` plain ratings, last lr."""
@@ -211,7 +256,8 @@ class FastEngine:
         lr_at: the schedule: ``lr_at(steps, steps_per_epoch)`` maps (m,) int64 global step
             numbers (one step per chunk, counted from 0 at the first epoch) to (m,) learning rates.
         weight_decay, unknown_frac: as in :func:`collabemb.fit`.
-        threads: kernel threads; 1 is deterministic.
+        threads: kernel threads (stratified when > 1: :meth:`_stratified`); every count is
+            deterministic for a seed.
     """
 
     def __init__(
@@ -246,7 +292,16 @@ class FastEngine:
         self._lo, self._span = np.float32(lo), np.float32(hi - lo)
         self._wd = np.float32(weight_decay)
         self._route_below = np.uint64(min(int(round(unknown_frac * 2**32)), 2**32))
-        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="collabemb") if self.threads > 1 else None
+        self._pool = None
+        if self.threads > 1:
+            # each row's block, fixed for the fit; the bucketed copy of the ratings, refilled every epoch
+            blocks = np.random.default_rng(np.random.SeedSequence([self.seed, 2]))
+            self._ublock = blocks.integers(0, self.threads, self._p.shape[0]).astype(np.int32)
+            self._iblock = blocks.integers(0, self.threads, self._q.shape[0]).astype(np.int32)
+            self._cell_users = np.empty(self.n, np.int32)
+            self._cell_items = np.empty(self.n, np.int32)
+            self._cell_ratings = np.empty(self.n, np.float32)
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="collabemb")
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore the Adagrad accumulators saved from :attr:`state` (checkpoints)."""
@@ -268,74 +323,119 @@ class FastEngine:
         key = np.uint64(rng.integers(0, 2**63))
         steps = (epoch - 1) * self.n_chunks + np.arange(self.n_chunks, dtype=np.int64)
         lrs = np.asarray(self.lr_at(steps, self.n_chunks), dtype=np.float32)
-        per_task = max(1, min(TASK_RATINGS // CHUNK, -(-self.n_chunks // (4 * self.threads))))
-        tasks = [(order[s : s + per_task], lrs[s : s + per_task]) for s in range(0, self.n_chunks, per_task)]
+        if self._pool is None:
+            result = self._one_thread(order, lrs, key, stop, tick)
+        else:
+            result = self._stratified(order, lrs, key, stop, tick)
+        return None if result is None else EpochResult(result[0], result[1], float(lrs[-1]))
 
-        def run(chunks: np.ndarray, chunk_lr: np.ndarray) -> tuple[float, int]:
-            return _adagrad_chunks(
-                self.users, self.items, self.ratings, chunks, chunk_lr, CHUNK,
+    def _one_thread(self, order, lrs, key, stop, tick) -> tuple[float, int] | None:
+        per_task = max(1, TASK_RATINGS // CHUNK)
+        sq, count = 0.0, 0
+        for s in range(0, self.n_chunks, per_task):
+            if stop.is_set():
+                return None
+            chunks = order[s : s + per_task]
+            sq_, count_ = _adagrad_blocks(
+                self.users, self.items, self.ratings, chunks * CHUNK, self.n, lrs[s : s + per_task], CHUNK,
                 self._p, self._q, self._bu, self._bi, *self._acc,
                 self._lo, self._span, self._wd, self._route_below, key,
             )  # fmt: skip
+            sq, count = sq + sq_, count + count_
+            tick(int(np.minimum((chunks + 1) * CHUNK, self.n).sum() - (chunks * CHUNK).sum()))
+        return sq, count
 
-        def size(chunks: np.ndarray) -> int:
-            return int(np.minimum((chunks + 1) * CHUNK, self.n).sum() - (chunks * CHUNK).sum())
+    def _stratified(self, order, lrs, key, stop, tick) -> tuple[float, int] | None:
+        """DSGD-style strata: with T threads, T user blocks and T item blocks of rows.
 
-        sq, count = 0.0, 0
-        if self._pool is None:
-            for chunks, chunk_lr in tasks:
+        The epoch's routed ratings are counting-sorted into T*T cells (user block, item block),
+        each in the epoch's chunk order; in stratum s, thread t trains cell (t, (t + s) % T), then
+        all threads meet. No two threads touch the same row or accumulator at once and every
+        thread's sequence of updates is fixed, so the weights depend on the seed and T only.
+        """
+        T = self.threads
+        n_cells = T * T
+        slices = np.array_split(order, T)
+        route = (self._ublock, self._iblock, T, self._route_below, key)
+        none_i, none_f = np.empty(0, np.int32), np.empty(0, np.float32)
+
+        def count(w: int) -> np.ndarray:
+            counts = np.zeros(n_cells, np.int64)
+            _bucket_cells(self.users, self.items, self.ratings, slices[w], CHUNK, *route, counts, none_i, none_i, none_f)
+            return counts
+
+        counts = np.stack(self._in_parallel([lambda w=w: count(w) for w in range(T)], stop))
+        totals = counts.sum(axis=0)
+        cell_start = np.concatenate([[0], np.cumsum(totals)[:-1]])
+        offsets = cell_start + np.cumsum(counts, axis=0) - counts  # slice w's first place in each cell
+
+        def scatter(w: int) -> None:
+            _bucket_cells(
+                self.users, self.items, self.ratings, slices[w], CHUNK, *route,
+                offsets[w].copy(), self._cell_users, self._cell_items, self._cell_ratings,
+            )  # fmt: skip
+
+        self._in_parallel([lambda w=w: scatter(w) for w in range(T)], stop)
+        lock = threading.Lock()
+        done = [0]
+
+        def train(stratum: int, t: int) -> tuple[float, int] | None:
+            c = t * T + (t + stratum) % T
+            lo, hi = int(cell_start[c]), int(cell_start[c] + totals[c])
+            piece = max(1, TASK_RATINGS // CHUNK) * CHUNK  # whole blocks, so the lr steps do not depend on it
+            sq, cnt = 0.0, 0
+            for a in range(lo, hi, piece):
                 if stop.is_set():
                     return None
-                s, c = run(chunks, chunk_lr)
-                sq, count = sq + s, count + c
-                tick(size(chunks))
-        else:
-            queue = iter(tasks)
-            lock = threading.Lock()
-            done = [0]
+                b = min(a + piece, hi)
+                starts = np.arange(a, b, CHUNK, dtype=np.int64)
+                # the lr of the epoch's progress at each block: stratum, plus the share of the cell done
+                steps = (stratum * (hi - lo) + (starts - lo)) * self.n_chunks // (T * (hi - lo))
+                sq_, cnt_ = _adagrad_blocks(
+                    self._cell_users, self._cell_items, self._cell_ratings, starts, b, lrs[np.minimum(steps, self.n_chunks - 1)], CHUNK,
+                    self._p, self._q, self._bu, self._bi, *self._acc,
+                    self._lo, self._span, self._wd, np.uint64(0), key,
+                )  # fmt: skip
+                sq, cnt = sq + sq_, cnt + cnt_
+                with lock:
+                    done[0] += b - a
+            return sq, cnt
 
-            def worker() -> tuple[float, int]:
-                total_sq, total_count = 0.0, 0
-                while not stop.is_set():
-                    with lock:
-                        task = next(queue, None)
-                    if task is None:
-                        break
-                    s, c = run(*task)
-                    total_sq, total_count = total_sq + s, total_count + c
-                    with lock:
-                        done[0] += size(task[0])
-                return total_sq, total_count
+        sq, cnt, reported = 0.0, 0, 0
+        for stratum in range(T):
+            results = self._in_parallel([lambda t=t: train(stratum, t) for t in range(T)], stop, lock, done, tick, reported)
+            reported = done[0]
+            if stop.is_set() or any(r is None for r in results):
+                return None
+            for sq_, cnt_ in results:  # a fixed order: the sum does not depend on timing either
+                sq, cnt = sq + sq_, cnt + cnt_
+        return sq, cnt
 
-            futures = [self._pool.submit(worker) for _ in range(self.threads)]
-            reported = 0
-            try:
-                while True:
-                    finished, pending = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+    def _in_parallel(self, jobs, stop, lock=None, done=None, tick=None, reported=0) -> list:
+        """Run ``jobs`` (one per pool thread) to the end, ticking progress; their results in order."""
+        futures = [self._pool.submit(job) for job in jobs]
+        try:
+            while True:
+                finished, pending = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+                if tick is not None:
                     with lock:
                         now = done[0]
                     if now > reported:
                         tick(now - reported)
                         reported = now
-                    if not pending or any(f.exception() is not None for f in finished):
-                        break
-            except BaseException:  # KeyboardInterrupt while waiting: let the workers finish their task
-                stop.set()
-                wait(futures)
-                raise
-            for f in futures:
-                s, c = f.result()
-                sq, count = sq + s, count + c
-            if stop.is_set():
-                return None
-        return EpochResult(sq, count, float(lrs[-1]))
+                if not pending or any(f.exception() is not None for f in finished):
+                    break
+        except BaseException:  # KeyboardInterrupt while waiting: let the workers finish their piece
+            stop.set()
+            wait(futures)
+            raise
+        return [f.result() for f in futures]
 
 
 def default_threads() -> int:
     """Kernel threads when none are asked for: the CPUs this process may use, at most 8.
 
-    On the 2-core benchmark machine 2 threads trained 25M ratings about twice as fast as one
-    (benchmarks/RESULTS.md); beyond 8, Hogwild's shared rows and memory bandwidth are untested.
+    Beyond 8, the strata's load balance and memory bandwidth are untested.
     """
     try:
         n = len(os.sched_getaffinity(0))
@@ -345,13 +445,16 @@ def default_threads() -> int:
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel on a tiny problem; the first fit does it anyway."""
+    """Compile (or load from numba's cache) the kernels on a tiny problem; the first fit does it anyway."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", numba.NumbaWarning)
         z = np.zeros(2, dtype=np.float32)
         t = np.zeros((2, 4), dtype=np.float32)
-        _adagrad_chunks(
-            np.zeros(1, np.int32), np.zeros(1, np.int32), np.ones(1, np.float32), np.zeros(1, np.int64),
-            np.ones(1, np.float32), CHUNK, t, t.copy(), z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
-            np.float32(0.5), np.float32(5.0), np.float32(0.1), np.uint64(0), np.uint64(1),
-        )  # fmt: skip
+        i32, f32 = np.zeros(1, np.int32), np.ones(1, np.float32)
+        tables = (t, t.copy(), z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
+        consts = (np.float32(0.5), np.float32(5.0), np.float32(0.1))
+        for route_below in (np.uint64(0), np.uint64(1)):
+            _adagrad_blocks(i32, i32, f32, np.zeros(1, np.int64), 1, f32, CHUNK, *tables, *consts, route_below, np.uint64(1))
+        blocks = np.zeros(2, np.int32)
+        for out in ((np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)), (i32.copy(), i32.copy(), f32.copy())):
+            _bucket_cells(i32, i32, f32, np.zeros(1, np.int64), CHUNK, blocks, blocks, 1, np.uint64(0), np.uint64(1), np.zeros(1, np.int64), *out)

@@ -167,6 +167,7 @@ def fit_implicit(
 
     user_f, user_b, item_f, item_b = _split_factors(model, algo.user_factors, algo.item_factors, n_factors)
     out = _model_from_tables(users, items, user_f, user_b, item_f, item_b)
+    out.set_seen_items(train)  # every training pair, below the threshold too: recommend leaves them out
     out.history = FitHistory(
         params={
             "model": model, "n_factors": n_factors, **hyper, "threshold": _plain(threshold), "weighting": weighting,
@@ -194,6 +195,7 @@ def fit_popularity(
     zeros_u = np.zeros((len(users), 1), np.float32)
     zeros_i = np.zeros((len(items), 1), np.float32)
     out = _model_from_tables(users, items, zeros_u, np.zeros(len(users), np.float32), zeros_i, counts)
+    out.set_seen_items(train)
     out.history = FitHistory(
         params={
             "model": POPULARITY, "n_factors": 1, "threshold": _plain(threshold), "n_train": len(train),

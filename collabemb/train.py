@@ -25,8 +25,8 @@ is a complete model artifact (``collabemb.load_model(DIR)`` reads it) plus
 ``training_state.json`` (epoch, settings, early-stopping state, a fingerprint of the training
 data) and ``optimizer.safetensors`` (optimiser state, random-generator state, best weights).
 Nothing is pickled. ``fit(..., resume=DIR)`` continues such a run where it stopped: same epoch
-count, same learning-rate schedule, and with ``threads=1`` the very weights an uninterrupted run
-would have reached.
+count, same learning-rate schedule, and with the same thread count the very weights an
+uninterrupted run would have reached.
 """
 
 from __future__ import annotations
@@ -181,12 +181,12 @@ def fit(
         early_stopping: stop after this many epochs without a better validation RMSE and keep
             the best epoch's weights (needs ``valid``).
         seed: seeds initialisation, shuffling and unknown-slot routing.
-        threads: fast engine: kernel threads, default the CPUs available (at most 8); with
-            ``threads=1`` the same seed gives identical weights, with more the threads race on
-            shared rows (Hogwild) and runs differ slightly. Autograd engine: torch intra-op
-            threads, default 1 (2 threads were no faster on 2 cores and took minutes instead
-            of seconds while another process held a core: OpenMP spinning); the same seed and
-            thread count give identical weights.
+        threads: fast engine: kernel threads, default the CPUs available (at most 8); the same
+            seed and thread count give identical weights (threads train disjoint blocks of rows
+            in lock-step strata), different thread counts slightly different ones. Autograd
+            engine: torch intra-op threads, default 1 (2 threads were no faster on 2 cores and
+            took minutes instead of seconds while another process held a core: OpenMP
+            spinning); the same seed and thread count give identical weights.
         device: ``"cpu"`` or ``"cuda"`` (autograd engine).
         progress: tqdm progress bar with ratings per second; default on only when stderr is a
             terminal.
@@ -262,6 +262,10 @@ def fit(
         gen = torch.Generator().manual_seed(seed)
         model = EmbeddingDotBias(users, items, n_factors=n_factors, y_range=y_range)
         model.reset_parameters(gen)
+        # what each user rated, so recommend(exclude_seen=True) works on the fitted model (saved with it)
+        from collabemb.index import SeenItems  # index -> artifact -> train: imported here, not at the top
+
+        model.seen_items = SeenItems.from_rows(u_rows, i_rows, users.n_rows)
         history = FitHistory(params=params)
         if resumed is not None:
             with torch.no_grad():

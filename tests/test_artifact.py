@@ -32,7 +32,12 @@ def test_save_then_load_gives_identical_predictions_registries_and_history(model
     assert _predictions(loaded).equals(_predictions(model))
     assert loaded.history.train_rmse == model.history.train_rmse
     assert loaded.y_range == model.y_range
-    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["config.json", "items.json", "tensors.safetensors", "users.json"]
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
+        "config.json", "items.json", "seen_indptr.npy", "seen_items.npy", "tensors.safetensors", "users.json",
+    ]  # fmt: skip
+    assert loaded.seen_items.items_of(loaded.users.encode(["u001"]))[1].tolist() == sorted(
+        loaded.items.encode(planted_ratings(string_ids=True).query("user == 'u001'")["item"]).tolist()
+    )
 
 
 def test_loading_never_unpickles(model, tmp_path, monkeypatch):

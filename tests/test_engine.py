@@ -66,9 +66,9 @@ def reference_adagrad(users, items, ratings, p, q, bu, bi, lr, wd, lo, span):
 
 def run_kernel(users, items, ratings, p, q, bu, bi, *, lr, wd, lo, span, route_below=0):
     acc = [np.zeros(len(p), np.float32), np.zeros(len(q), np.float32), np.zeros(len(p), np.float32), np.zeros(len(q), np.float32)]
-    return fast._adagrad_chunks(
+    return fast._adagrad_blocks(
         np.asarray(users, np.int32), np.asarray(items, np.int32), np.asarray(ratings, np.float32),
-        np.zeros(1, np.int64), np.full(1, lr, np.float32), fast.CHUNK, p, q, bu, bi, *acc,
+        np.zeros(1, np.int64), len(ratings), np.full(1, lr, np.float32), fast.CHUNK, p, q, bu, bi, *acc,
         np.float32(lo), np.float32(span), np.float32(wd), np.uint64(route_below), np.uint64(12345),
     )  # fmt: skip
 
@@ -180,6 +180,43 @@ def test_fast_engine_with_one_thread_is_deterministic_for_a_seed(split):
     assert a.history.train_rmse == b.history.train_rmse
 
 
+def test_fast_engine_with_two_threads_is_deterministic_for_a_seed(split):
+    train, _ = split
+    runs = [ce.fit(train, engine="fast", seed=5, epochs=3, **{**SMALL, "threads": 2}) for _ in range(4)]
+    for other in runs[1:]:
+        assert tables_equal(runs[0], other)  # stratified: no two threads share a row, whatever the timing
+        assert other.history.train_rmse == runs[0].history.train_rmse
+    other_seed = ce.fit(train, engine="fast", seed=6, epochs=3, **{**SMALL, "threads": 2})
+    assert not torch.equal(runs[0].u_weight.weight, other_seed.u_weight.weight)
+
+
+def test_bucketing_puts_each_routed_rating_in_its_cell_in_chunk_order():
+    rng = np.random.default_rng(4)
+    n, rows, T, chunk = 5000, 50, 3, 64
+    users, items = rng.integers(1, rows, n).astype(np.int32), rng.integers(1, rows, n).astype(np.int32)
+    ratings = np.arange(n, dtype=np.float32)  # the rating is the position: shows where each went
+    ublock, iblock = rng.integers(0, T, rows).astype(np.int32), rng.integers(0, T, rows).astype(np.int32)
+    chunks = rng.permutation(-(-n // chunk)).astype(np.int64)
+    route = (ublock, iblock, T, np.uint64(2**31), np.uint64(99))  # about half of each side routed to row 0
+    counts = np.zeros(T * T, np.int64)
+    empty_i, empty_f = np.empty(0, np.int32), np.empty(0, np.float32)
+    fast._bucket_cells(users, items, ratings, chunks, chunk, *route, counts, empty_i, empty_i, empty_f)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out_u, out_i, out_r = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.float32)
+    fast._bucket_cells(users, items, ratings, chunks, chunk, *route, starts.copy(), out_u, out_i, out_r)
+    visit = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n)) for c in chunks])
+    cell = ublock[out_u] * T + iblock[out_i]
+    assert np.array_equal(cell, np.repeat(np.arange(T * T), counts))  # cells laid out one after another
+    m = out_r.astype(np.int64)
+    assert sorted(m) == list(range(n))
+    assert np.all((out_u == users[m]) | (out_u == 0)) and np.all((out_i == items[m]) | (out_i == 0))
+    assert 0.4 < np.mean(out_u == 0) < 0.6
+    rank = np.empty(n, np.int64)
+    rank[visit] = np.arange(n)
+    for c in range(T * T):  # within a cell: the epoch's chunk order
+        assert np.all(np.diff(rank[m[starts[c] : starts[c] + counts[c]]]) > 0)
+
+
 def test_fast_engine_with_two_threads_trains_as_well_as_with_one(split):
     train, valid = split
     one = ce.fit(train, valid=valid, engine="fast", threads=1, progress=False)
@@ -255,10 +292,10 @@ def stop_after(epoch: int):
     return lambda history: history.epoch[-1] == epoch
 
 
-@pytest.mark.parametrize("engine", ["fast", "autograd"])
-def test_resume_continues_the_epoch_count_and_the_schedule_to_the_same_weights(split, tmp_path, engine):
+@pytest.mark.parametrize(("engine", "threads"), [("fast", 1), ("fast", 2), ("autograd", 1)])
+def test_resume_continues_the_epoch_count_and_the_schedule_to_the_same_weights(split, tmp_path, engine, threads):
     train, valid = split
-    kw = {"valid": valid, "epochs": 5, "engine": engine, **SMALL}
+    kw = {"valid": valid, "epochs": 5, "engine": engine, **SMALL, "threads": threads}
     whole = ce.fit(train, **kw)
     first = ce.fit(train, checkpoint=tmp_path / "ck", on_epoch=stop_after(2), **kw)
     assert first.history.epoch == [1, 2] and first.history.stop_reason == "callback"

@@ -180,6 +180,9 @@ def test_evaluate_refuses_to_leave_seen_items_in_silently():
     train = pd.DataFrame({"user": [1, 2], "item": [10, 11], "rating": 1.0})
     test = pd.DataFrame({"user": [1], "item": [11], "rating": 1.0})
     model = fit_popularity(train)
+    # the fitted model remembers its training pairs: user 1's item 10 is left out, 11 is the hit
+    assert evaluate(model, test, k=1)["precision@1"] == 1.0
+    model.seen_items = None
     with pytest.raises(ValueError, match="train="):
         evaluate(model, test)
     # without exclusion user 1's own item 10 comes first (tie with 11, lower row)
