@@ -167,7 +167,7 @@ def fit_implicit(
 
     user_f, user_b, item_f, item_b = _split_factors(model, algo.user_factors, algo.item_factors, n_factors)
     out = _model_from_tables(users, items, user_f, user_b, item_f, item_b)
-    out.set_seen_items(train)  # every training pair, below the threshold too: recommend leaves them out
+    out.seen_items = _seen_from_matrix(matrix)
     out.history = FitHistory(
         params={
             "model": model, "n_factors": n_factors, **hyper, "threshold": _plain(threshold), "weighting": weighting,
@@ -195,7 +195,7 @@ def fit_popularity(
     zeros_u = np.zeros((len(users), 1), np.float32)
     zeros_i = np.zeros((len(items), 1), np.float32)
     out = _model_from_tables(users, items, zeros_u, np.zeros(len(users), np.float32), zeros_i, counts)
-    out.set_seen_items(train)
+    out.seen_items = _seen_from_matrix(matrix)
     out.history = FitHistory(
         params={
             "model": POPULARITY, "n_factors": 1, "threshold": _plain(threshold), "n_train": len(train),
@@ -364,6 +364,17 @@ def _interactions(train: Ratings, threshold, weighting: str) -> tuple[IdRegistry
     )
     matrix.sort_indices()
     return users, items, matrix
+
+
+def _seen_from_matrix(matrix: sp.csr_matrix):
+    """The trained interactions as ``SeenItems`` (registry rows: CSR row/column + 1), no re-encoding.
+
+    Rows dropped by ``threshold`` are not in it; ``model.set_seen_items(all_ratings)`` adds them.
+    """
+    from collabemb.index import SeenItems  # index -> artifact -> train: imported here
+
+    indptr = np.concatenate([[0], matrix.indptr]).astype(np.int64)  # row 0, the unknown slot, saw nothing
+    return SeenItems(indptr, (matrix.indices + 1).astype(np.int32))
 
 
 def _algorithm_class(family: str) -> type:

@@ -121,16 +121,28 @@ class SeenItems:
     @classmethod
     def from_rows(cls, user_rows: np.ndarray, item_rows: np.ndarray, n_user_rows: int) -> SeenItems:
         """From aligned (n,) arrays of user rows and item rows; row-0 entries and repeats are dropped."""
+        # memory matters at 25M pairs: one int64 key array, sorted in place, no np.unique copies
         u = np.asarray(user_rows, dtype=np.int64)
         i = np.asarray(item_rows, dtype=np.int64)
-        keep = (u > UNKNOWN_ROW) & (i > UNKNOWN_ROW)
-        u, i = u[keep], i[keep]
-        keys = np.unique(u * (int(i.max(initial=0)) + 1) + i)  # sorted by user, then item
         stride = int(i.max(initial=0)) + 1
-        u, i = keys // stride, keys % stride
+        keys = u * stride
+        keys += i
+        keep = (u > UNKNOWN_ROW) & (i > UNKNOWN_ROW)
+        if not keep.all():
+            keys = keys[keep]
+        del keep
+        keys.sort()  # by user, then item
+        if len(keys) > 1:
+            first = np.empty(len(keys), dtype=bool)
+            first[0] = True
+            np.not_equal(keys[1:], keys[:-1], out=first[1:])
+            if not first.all():  # repeated pairs
+                keys = keys[first]
+            del first
         indptr = np.zeros(n_user_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(u, minlength=n_user_rows), out=indptr[1:])
-        return cls(indptr, i.astype(np.int32))
+        np.cumsum(np.bincount(keys // stride, minlength=n_user_rows), out=indptr[1:])
+        np.remainder(keys, stride, out=keys)
+        return cls(indptr, keys.astype(np.int32))
 
     @classmethod
     def from_ratings(cls, model: EmbeddingDotBias, ratings: Ratings | pd.DataFrame | str | os.PathLike) -> SeenItems:
