@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from notebook_writer import write_notebook
 
 CELLS: list[tuple[str, str]] = [
     ("md", """\
@@ -203,21 +202,5 @@ print("all checks passed")"""),
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    for kind, source in CELLS:
-        nb.cells.append(new_markdown_cell(source) if kind == "md" else new_code_cell(source))
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating gives a byte-identical file
-    nbformat.validate(nb)
-    return nb
-
-
 if __name__ == "__main__":
-    out = Path(__file__).with_name("embeddings_as_features.ipynb")
-    nbformat.write(build(), out)
-    print(f"wrote {out}")
+    write_notebook(CELLS, Path(__file__).with_name("embeddings_as_features.ipynb"))
