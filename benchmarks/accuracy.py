@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import collabemb as ce
+
 from machine import append_results
 
 HERE = Path(__file__).resolve().parent
@@ -38,18 +39,18 @@ def surprise_svd(train: ce.Ratings, test: ce.Ratings) -> tuple[float, float]:
     t0 = time.perf_counter()
     algo.fit(trainset)
     seconds = time.perf_counter() - t0
-    pred = [algo.predict(u, i).est for u, i in zip(test.frame["user"].tolist(), test.frame["item"].tolist())]
+    pred = [algo.predict(u, i).est for u, i in zip(test.frame["user"].tolist(), test.frame["item"].tolist(), strict=True)]
     return rmse(pred, test.frame["rating"]), seconds
 
 
-def collabemb_defaults(train: ce.Ratings, test: ce.Ratings, threads: int, **kwargs) -> tuple[ce.EmbeddingDotBias, float, float]:
+def collabemb_defaults(train: ce.Ratings, test: ce.Ratings, threads: int, **kwargs) -> tuple[ce.FittedModel, float, float]:
     t0 = time.perf_counter()
     model = ce.fit(train, threads=threads, progress=False, **kwargs)
     seconds = time.perf_counter() - t0
     return model, ce.rmse(model, test), seconds
 
 
-def cold_rmse(model: ce.EmbeddingDotBias, test: ce.Ratings, side: str) -> float:
+def cold_rmse(model: ce.FittedModel, test: ce.Ratings, side: str) -> float:
     """RMSE on the test ratings when the user (side='user') or item is replaced by an unseen ID."""
     frame = test.frame
     unseen = np.full(len(frame), -1, dtype=np.int64)
@@ -62,8 +63,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "ml-100k"))
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--engine", choices=["auto", "fast", "autograd"], default="auto", help="collabemb training engine (default: auto, the fast one on CPU)")
-    parser.add_argument("--threads", type=int, default=None, help="collabemb threads (default: the engine's own: fast all CPUs up to 8, autograd 1)")
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "fast", "autograd"],
+        default="auto",
+        help="collabemb training engine (default: auto, the fast one on CPU)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="collabemb threads (default: the engine's own: fast all CPUs up to 8, autograd 1)"
+    )
     parser.add_argument("--fracs", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05, 0.1])
     parser.add_argument("--no-surprise", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
@@ -76,7 +84,10 @@ def main() -> None:
         model, ce_rmse, ce_sec = collabemb_defaults(train, test, args.threads, engine=args.engine)
         sp_rmse, sp_sec = surprise_svd(train, test) if not args.no_surprise else (float("nan"), float("nan"))
         rows.append((f"u{f}", ce_rmse, ce_sec, sp_rmse, sp_sec))
-        print(f"u{f}: collabemb ({model.history.params['engine']}) RMSE {ce_rmse:.4f} ({ce_sec:.2f} s)   Surprise SVD RMSE {sp_rmse:.4f} ({sp_sec:.2f} s)", flush=True)
+        print(
+            f"u{f}: collabemb ({model.history.params['engine']}) RMSE {ce_rmse:.4f} ({ce_sec:.2f} s)   Surprise SVD RMSE {sp_rmse:.4f} ({sp_sec:.2f} s)",
+            flush=True,
+        )
     mean = tuple(statistics.fmean(r[k] for r in rows) for k in range(1, 5))
     med_sec = (statistics.median(r[2] for r in rows), statistics.median(r[4] for r in rows))
 

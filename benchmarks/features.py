@@ -44,6 +44,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 import collabemb as ce
+
 from machine import append_results
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +83,9 @@ def ridge_cv(x: sparse.csr_matrix, y: np.ndarray, seed: int) -> tuple[object, fl
     return Ridge(alpha=best).fit(x, y), best
 
 
-def regression(train: ce.Ratings, fit_part: ce.Ratings, holdout: ce.Ratings, test: ce.Ratings, model: ce.EmbeddingDotBias, args) -> list[tuple[str, str, float, float]]:
+def regression(
+    train: ce.Ratings, fit_part: ce.Ratings, holdout: ce.Ratings, test: ce.Ratings, model: ce.FittedModel, args
+) -> list[tuple[str, str, float, float]]:
     from sklearn.ensemble import RandomForestRegressor
 
     y_tr = train.frame["rating"].to_numpy(np.float64)
@@ -122,11 +125,15 @@ def regression(train: ce.Ratings, fit_part: ce.Ratings, holdout: ce.Ratings, tes
     record("(b) one-hot user + item ID (sparse)", "Ridge (alpha by 5-fold CV)", ridge)
     rows[-1] = (rows[-1][0], f"Ridge (alpha {alpha['best']:g} by 5-fold CV)", *rows[-1][2:])
     forest = RandomForestRegressor(n_estimators=args.trees, min_samples_leaf=5, max_features=0.3, n_jobs=args.jobs, random_state=args.seed)
-    record("(b) one-hot user + item ID (sparse)", f"RandomForest ({args.trees} trees, leaf 5)", lambda: forest.fit(x_tr.tocsc(), y_tr).predict(x_te))
+    record(
+        "(b) one-hot user + item ID (sparse)",
+        f"RandomForest ({args.trees} trees, leaf 5)",
+        lambda: forest.fit(x_tr.tocsc(), y_tr).predict(x_te),
+    )
 
     # (c) exported embeddings + biases + known flags
     def features(ratings: ce.Ratings) -> pd.DataFrame:
-        return model.to_features(ratings.frame[["user", "item"]]).drop(columns=["user", "item"])
+        return ce.to_features(model, ratings.frame[["user", "item"]]).drop(columns=["user", "item"])
 
     def embedded():
         pred, rounds["c"] = gbm_fit_predict(features(fit_part), y_fit, features(holdout), y_hold, features(test), args.seed)
@@ -140,7 +147,7 @@ def regression(train: ce.Ratings, fit_part: ce.Ratings, holdout: ce.Ratings, tes
     return rows
 
 
-def probe(model: ce.EmbeddingDotBias, data: Path, seed: int) -> list[tuple[str, int, float, float, float, float]]:
+def probe(model: ce.FittedModel, data: Path, seed: int) -> list[tuple[str, int, float, float, float, float]]:
     from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
@@ -148,11 +155,13 @@ def probe(model: ce.EmbeddingDotBias, data: Path, seed: int) -> list[tuple[str, 
     from sklearn.preprocessing import StandardScaler
 
     users = pd.read_csv(data / "u.user", sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"])
-    feats = model.to_features(users[["user"]], item_col=None).drop(columns=["user"])
+    feats = ce.to_features(model, users[["user"]], item_col=None).drop(columns=["user"])
     x = feats.drop(columns=["user_known"]).to_numpy(np.float64)
     targets = {
         "gender": users["gender"].to_numpy(),
-        "age bracket (" + ", ".join(AGE_BRACKETS[1]) + ")": pd.cut(users["age"], AGE_BRACKETS[0], right=False, labels=AGE_BRACKETS[1]).astype(str).to_numpy(),
+        "age bracket (" + ", ".join(AGE_BRACKETS[1]) + ")": pd.cut(users["age"], AGE_BRACKETS[0], right=False, labels=AGE_BRACKETS[1])
+        .astype(str)
+        .to_numpy(),
     }
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     rows = []
@@ -174,12 +183,17 @@ def probe(model: ce.EmbeddingDotBias, data: Path, seed: int) -> list[tuple[str, 
 def timings(repeats: int, seed: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(seed)
     n_users, n_items, k, n_rows = 1_000_000, 50_000, 64, 1_000_000
-    model = ce.EmbeddingDotBias(ce.IdRegistry(np.arange(1, n_users + 1), name="user"), ce.IdRegistry(np.arange(1, n_items + 1), name="item"), n_factors=k)
-    frame = pd.DataFrame({
-        "user": rng.integers(1, int(n_users * 1.05), n_rows),  # ~5% unseen IDs, as in real data
-        "item": rng.integers(1, int(n_items * 1.05), n_rows),
-        "x": rng.random(n_rows),
-    })  # fmt: skip
+    module = ce.EmbeddingDotBias(
+        ce.IdRegistry(np.arange(1, n_users + 1), name="user"), ce.IdRegistry(np.arange(1, n_items + 1), name="item"), n_factors=k
+    )
+    model = ce.FittedModel(module)
+    frame = pd.DataFrame(
+        {
+            "user": rng.integers(1, int(n_users * 1.05), n_rows),  # ~5% unseen IDs, as in real data
+            "item": rng.integers(1, int(n_items * 1.05), n_rows),
+            "x": rng.random(n_rows),
+        }
+    )
     out: dict[str, list[float]] = {"parquet": [], "npy": [], "features": []}
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
         for _ in range(repeats):
@@ -190,10 +204,10 @@ def timings(repeats: int, seed: int) -> dict[str, list[float]]:
             ce.write_embeddings(model, Path(tmp) / "users-npy", "user", format="npy")
             out["npy"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            feats = model.to_features(frame)
+            feats = ce.to_features(model, frame)
             out["features"].append(time.perf_counter() - t0)
         back = ce.read_embeddings(Path(tmp) / "users.parquet")
-        assert back.equals(model.user_embeddings()), "parquet round trip differs"
+        assert back.equals(ce.embedding_frame(model, "user")), "parquet round trip differs"
         assert feats.shape == (n_rows, 3 + 2 * (k + 2))
     for name, values in out.items():
         print(f"  {name:<9} median {statistics.median(values):.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})", flush=True)
@@ -218,10 +232,13 @@ def main() -> None:
     t0 = time.perf_counter()
     model = ce.fit(fit_part, seed=args.seed, progress=False)
     fit_s = time.perf_counter() - t0
-    print(f"u{args.fold}: {len(train)} training ({len(fit_part)} fit + {len(holdout)} holdout) / {len(test)} test ratings; "
-          f"collabemb fit (defaults) on the fit part in {fit_s:.1f} s", flush=True)  # fmt: skip
+    print(
+        f"u{args.fold}: {len(train)} training ({len(fit_part)} fit + {len(holdout)} holdout) / {len(test)} test ratings; "
+        f"collabemb fit (defaults) on the fit part in {fit_s:.1f} s",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:  # the features come from the saved artifact, as a user gets them
-        model.save(Path(tmp) / "u1-model")
+        ce.save_model(model, Path(tmp) / "u1-model")
         model = ce.load_model(Path(tmp) / "u1-model")
     with threadpool_limits(args.sk_threads):  # OpenMP spinning on shared cores made boosting 10x slower
         print("rating regression on the test part:")
@@ -270,8 +287,12 @@ def main() -> None:
         "Bar: " + "; ".join(f"{name}: {'pass' if ok else 'FAIL'}" for name, ok in checks) + ".",
     ]
     if not args.no_write:
-        append_results(HERE / "RESULTS.md", title=f"Embeddings as features on MovieLens 100K u{args.fold} (benchmarks/features.py)",
-                       command="python benchmarks/features.py " + " ".join(sys.argv[1:]), body="\n".join(lines))  # fmt: skip
+        append_results(
+            HERE / "RESULTS.md",
+            title=f"Embeddings as features on MovieLens 100K u{args.fold} (benchmarks/features.py)",
+            command="python benchmarks/features.py " + " ".join(sys.argv[1:]),
+            body="\n".join(lines),
+        )
     if not all(ok for _, ok in checks):
         sys.exit(1)
 

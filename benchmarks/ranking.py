@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 import collabemb as ce
 from collabemb.implicit_mf import DEFAULTS, fit_implicit, fit_popularity
 from collabemb.metrics import evaluate, ranking_metrics
+
 from machine import append_results
 
 HERE = Path(__file__).resolve().parent
@@ -69,8 +70,12 @@ def direct_als(train: ce.Ratings) -> tuple[object, np.ndarray, np.ndarray, float
     hyper = DEFAULTS["als"]
     with threadpool_limits(1, "blas"):
         algo = AlternatingLeastSquares(
-            factors=FACTORS, regularization=hyper["regularization"], alpha=hyper["alpha"], iterations=hyper["iterations"],
-            num_threads=THREADS, random_state=SEED,
+            factors=FACTORS,
+            regularization=hyper["regularization"],
+            alpha=hyper["alpha"],
+            iterations=hyper["iterations"],
+            num_threads=THREADS,
+            random_state=SEED,
         )
         t0 = time.perf_counter()
         algo.fit(user_items, show_progress=False)
@@ -99,7 +104,9 @@ def direct_metrics(algo, users: np.ndarray, items: np.ndarray, train: ce.Ratings
     col = np.searchsorted(items, rel["item"].to_numpy())
     inside = (col < len(items)) & (items[np.minimum(col, len(items) - 1)] == rel["item"].to_numpy())
     col = np.where(inside, col, len(items) + np.unique(rel["item"].to_numpy(), return_inverse=True)[1])
-    relevant = sp.csr_matrix((np.ones(len(rel)), (np.searchsorted(test_users, rel["user"].to_numpy()), col)), shape=(len(test_users), int(col.max()) + 1))
+    relevant = sp.csr_matrix(
+        (np.ones(len(rel)), (np.searchsorted(test_users, rel["user"].to_numpy()), col)), shape=(len(test_users), int(col.max()) + 1)
+    )
     return ranking_metrics(recommended, relevant, n_items=f["item"].nunique())
 
 
@@ -136,8 +143,11 @@ def main() -> None:
     def record(name: str, model, seconds: list[float]) -> dict:
         res = evaluate(model, test, train=train, k=K, threshold=THRESHOLD)
         rows.append((name, res, statistics.median(seconds), len(seconds)))
-        print(f"{name}: NDCG@{K} {res[f'ndcg@{K}']:.4f}, recall@{K} {res[f'recall@{K}']:.4f}, "
-              f"coverage {res[f'coverage@{K}']:.4f}, fit {statistics.median(seconds):.3f} s", flush=True)
+        print(
+            f"{name}: NDCG@{K} {res[f'ndcg@{K}']:.4f}, recall@{K} {res[f'recall@{K}']:.4f}, "
+            f"coverage {res[f'coverage@{K}']:.4f}, fit {statistics.median(seconds):.3f} s",
+            flush=True,
+        )
         return res
 
     pop_runs = [timed(fit_popularity, train, threshold=THRESHOLD) for _ in range(small)]
@@ -146,13 +156,18 @@ def main() -> None:
     direct_res = direct_metrics(algo, users, items, train, test)
     rows.append(("ALS (implicit, direct)", direct_res, statistics.median(direct_times), len(direct_times)))
     for family in ("bpr", "lmf"):
-        runs = [timed(fit_implicit, train, model=family, n_factors=FACTORS, threshold=THRESHOLD, seed=SEED, threads=THREADS) for _ in range(small)]
+        runs = [
+            timed(fit_implicit, train, model=family, n_factors=FACTORS, threshold=THRESHOLD, seed=SEED, threads=THREADS)
+            for _ in range(small)
+        ]
         record(f"{family.upper()} (collabemb.fit_implicit)", runs[-1][0], [s for _, s in runs])
     edb_runs = [timed(ce.fit, train, seed=SEED, threads=THREADS, progress=False) for _ in range(3)]
     edb_res = record("EmbeddingDotBias (collabemb.fit, by predicted rating)", edb_runs[-1][0], [s for _, s in edb_runs])
 
-    same_factors = bool(np.array_equal(als.u_weight.weight.detach().numpy()[1:], algo.user_factors)
-                        and np.array_equal(als.i_weight.weight.detach().numpy()[1:], algo.item_factors))
+    same_factors = bool(
+        np.array_equal(als.module.u_weight.weight.detach().numpy()[1:], algo.user_factors)
+        and np.array_equal(als.module.i_weight.weight.detach().numpy()[1:], algo.item_factors)
+    )
     shared = als_res["users"] - (len(set(test.frame.loc[test.frame["rating"] >= THRESHOLD, "user"]) - set(users)))
     ndcg_gap = als_res[f"ndcg@{K}"] - direct_res[f"ndcg@{K}"]
     ratio_e2e = statistics.median(als_times) / statistics.median(direct_times)
@@ -169,7 +184,8 @@ def main() -> None:
         f"BPR and LMF implicit's defaults. EmbeddingDotBias: collabemb.fit defaults on all training ratings."
     )
     lines = [
-        settings, "",
+        settings,
+        "",
         f"| model | NDCG@{K} | recall@{K} | coverage@{K} | precision@{K} | MAP@{K} | fit s (median) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -196,7 +212,12 @@ def main() -> None:
     print(body)
     if not args.no_write:
         command = "python benchmarks/ranking.py " + " ".join(sys.argv[1:])
-        append_results(HERE / "RESULTS.md", title="Ranking on MovieLens 100K, leave-last-10 (benchmarks/ranking.py)", command=command.strip(), body=body)
+        append_results(
+            HERE / "RESULTS.md",
+            title="Ranking on MovieLens 100K, leave-last-10 (benchmarks/ranking.py)",
+            command=command.strip(),
+            body=body,
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import pandas as pd
 import collabemb as ce
 from collabemb.coldstart import fold_in_users
 from collabemb.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, SimilarityIndex
+
 from machine import append_results
 
 HERE = Path(__file__).resolve().parent
@@ -102,13 +103,20 @@ def search_part(n: int, threads: int, query_threads: int, seed: int) -> str:
     users = (rng.standard_normal((len(user_ids), dim)) * spectrum).astype(np.float32)
     titles = pd.DataFrame({"item": ids, "title": [f"Item {i}" for i in range(n)]})
     exact = SimilarityIndex.from_vectors(
-        ids, vectors, item_bias=biases, user_ids=user_ids, user_vectors=users, y_range=(0.6, 5.4),
-        item_metadata=titles, kind="exact", threads=threads,
+        ids,
+        vectors,
+        item_bias=biases,
+        user_ids=user_ids,
+        user_vectors=users,
+        y_range=(0.6, 5.4),
+        item_metadata=titles,
+        index_type="exact",
+        threads=threads,
     )
     del vectors, titles
     gc.collect()
-    model = exact.model
-    hnsw = SimilarityIndex(model, kind="hnsw", threads=threads)
+    model = exact.fitted
+    hnsw = SimilarityIndex(model, index_type="hnsw", threads=threads)
     print(f"catalogue: {n:,} items x {dim}, {len(user_ids):,} users ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     queries = rng.choice(ids, 1000, replace=False)
@@ -127,14 +135,21 @@ def search_part(n: int, threads: int, query_threads: int, seed: int) -> str:
             print(f"{label} {name}: built in {build_s:.1f} s", flush=True)
             n_single = 200 if name == "exact" else 1000
             idx.threads = query_threads  # one query at a time: as a serving thread would run it
-            lat = timed_singles(lambda q, idx=idx: ask(idx, q), qs[:n_single])
+            lat = timed_singles(lambda q, idx=idx, ask=ask: ask(idx, q), qs[:n_single])
             idx.threads = threads
             batches = [qs] * (1 if name == "exact" else 5)
-            rate = batch_rate(lambda b, idx=idx: ask(idx, b), batches)
+            rate = batch_rate(lambda b, idx=idx, ask=ask: ask(idx, b), batches)
             results[name] = ask(idx, qs)
             rows.append(
-                {"query": label, "index": name, "build_s": build_s, "p50_ms": np.median(lat) * 1e3,
-                 "p99_ms": np.percentile(lat, 99) * 1e3, "batch_qps": rate, "n_single": n_single}
+                {
+                    "query": label,
+                    "index": name,
+                    "build_s": build_s,
+                    "p50_ms": np.median(lat) * 1e3,
+                    "p99_ms": np.percentile(lat, 99) * 1e3,
+                    "batch_qps": rate,
+                    "n_single": n_single,
+                }
             )
             print(f"  p50 {rows[-1]['p50_ms']:.3f} ms, p99 {rows[-1]['p99_ms']:.3f} ms, batch {rate:,.0f} queries/s", flush=True)
         assert (results["hnsw"].groupby(key).size() == K).all(), "a query got fewer than k results"
@@ -215,8 +230,22 @@ def foldin_part(data: Path, seed: int) -> str:
         retrained = ce.fit(pd.concat([train, given[train.columns]], ignore_index=True), progress=False, seed=0)
         retrain_s = time.perf_counter() - t0
         retrain_rmse = rmse(retrained.predict(scored["user"].to_numpy(), scored["item"].to_numpy())["prediction"])
-        rows.append((n_given, fold_rmse, baselines[best_lam], retrain_rmse, per_user_ms, float(np.mean(fold.iterations)), bool(fold.converged.all()), retrain_s))
-        print(f"{n_given} ratings: fold-in {fold_rmse:.4f} ({per_user_ms:.2f} ms/user), baseline {baselines[best_lam]:.4f}, retrain {retrain_rmse:.4f} ({retrain_s:.1f} s)", flush=True)
+        rows.append(
+            (
+                n_given,
+                fold_rmse,
+                baselines[best_lam],
+                retrain_rmse,
+                per_user_ms,
+                float(np.mean(fold.iterations)),
+                bool(fold.converged.all()),
+                retrain_s,
+            )
+        )
+        print(
+            f"{n_given} ratings: fold-in {fold_rmse:.4f} ({per_user_ms:.2f} ms/user), baseline {baselines[best_lam]:.4f}, retrain {retrain_rmse:.4f} ({retrain_s:.1f} s)",
+            flush=True,
+        )
 
     lines = [
         f"ml-100k u1: 50 held-out users (>= 40 ratings each, seed {seed}), {len(scored):,} scored ratings (each user's ratings "

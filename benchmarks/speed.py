@@ -25,6 +25,12 @@ that of one load + fit, never of the generator or of another engine):
    also times the autograd path on the full set (estimated 15-20 min an epoch from the above).
 5. **MovieLens 100K u1..u5** (``--ml100k``, default ``../shared/data/ml-100k``): the three again,
    10 epochs each, test RMSE per fold and mean.
+6. **The command line end to end** on the 3M subset written as a CSV (all its ratings): wall time
+   of ``collabemb fit FILE --out DIR --epochs E --n-factors 64`` as a fresh process (process
+   start to artifact written: imports, reading, encoding, training, saving), median of
+   ``--cli-runs`` runs, against Surprise's ``SVD.fit`` alone on the same ratings (trainset build
+   excluded) in the same run, both with Surprise's defaults (100 factors, 20 epochs) and with the
+   same settings as collabemb (64 factors, E epochs).
 
 Prints a table and the issue's bar, and appends both to benchmarks/RESULTS.md. Timings on a busy
 machine are noisy: read the medians and the ratios, and rerun on a quiet machine for figures.
@@ -47,7 +53,7 @@ SHAPE_25M = {"n_users": 162_541, "n_items": 59_047, "n_ratings": 25_000_095, "se
 SUBSET_USER_FRAC = 0.12
 HOLDOUT = 0.02
 FACTORS = 64
-BAR = {"fast_mps": 5.0, "vs_surprise": 4.0, "csv_load_s": 20.0, "rss_gb": 4.0, "ml100k_rmse": 0.920}
+BAR = {"fast_mps": 5.0, "vs_surprise": 4.0, "csv_load_s": 20.0, "rss_gb": 4.0, "ml100k_rmse": 0.920, "cli_vs_surprise": 4.0}
 
 
 # --- the worker side (one measurement per process) --------------------------------------------
@@ -84,13 +90,70 @@ def _surprise_fit(train, test, epochs: int) -> dict:
     t0 = time.perf_counter()
     algo.fit(trainset)
     seconds = time.perf_counter() - t0
-    pred = np.array([algo.predict(u, i).est for u, i in zip(test.frame["user"].tolist(), test.frame["item"].tolist())])
+    pred = np.array([algo.predict(u, i).est for u, i in zip(test.frame["user"].tolist(), test.frame["item"].tolist(), strict=True)])
     rmse = float(np.sqrt(np.mean((pred - test.frame["rating"].to_numpy(np.float64)) ** 2)))
     per_epoch = seconds / epochs
     return {
-        "epoch_seconds": [per_epoch] * epochs, "mps": [len(train) / per_epoch / 1e6] * epochs, "rmse": rmse,
+        "epoch_seconds": [per_epoch] * epochs,
+        "mps": [len(train) / per_epoch / 1e6] * epochs,
+        "rmse": rmse,
         "note": f"SVD.fit total / epochs; trainset build {build:.1f} s not counted",
-    }  # fmt: skip
+    }
+
+
+def _surprise_fit_only(ratings, epochs: int) -> dict:
+    """Seconds of ``SVD.fit`` alone (trainset built first, not counted): defaults, and 64 factors x ``epochs``."""
+    from surprise import SVD, Dataset, Reader
+
+    lo, hi = float(ratings.frame["rating"].min()), float(ratings.frame["rating"].max())
+    trainset = Dataset.load_from_df(ratings.frame[["user", "item", "rating"]], Reader(rating_scale=(lo, hi))).build_full_trainset()
+    out = {"n": len(ratings)}
+    for name, algo in (("defaults", SVD(random_state=0)), ("matched", SVD(n_factors=FACTORS, n_epochs=epochs, random_state=0))):
+        t0 = time.perf_counter()
+        algo.fit(trainset)
+        out[name] = time.perf_counter() - t0
+    return out
+
+
+def _subset_csv(csv_path: Path, data_dir: Path) -> Path:
+    """The 3M subset (all ratings of 12% of the users) as its own CSV, written once and reused."""
+    out = data_dir / f"subset-{SUBSET_USER_FRAC:g}.csv"
+    if not out.is_file():
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[3]); import collabemb as ce; from speed import _subset, SUBSET_USER_FRAC\n"
+            "r = _subset(ce.read_ratings(sys.argv[1]), SUBSET_USER_FRAC, seed=0)\n"
+            "r.frame[['user', 'item', 'rating']].to_csv(sys.argv[2] + '.tmp', index=False)\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(csv_path), str(out), str(HERE)], check=True)
+        os.replace(str(out) + ".tmp", out)
+    return out
+
+
+def _cli_fit_runs(csv: Path, epochs: int, runs: int, timeout: float) -> list[float]:
+    """Wall seconds of ``collabemb fit`` as a fresh process, start to artifact written, ``runs`` times."""
+    import tempfile
+
+    exe = Path(sys.executable).parent / "collabemb"
+    seconds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(runs):
+            cmd = [
+                str(exe),
+                "fit",
+                str(csv),
+                "--out",
+                f"{tmp}/art{n}",
+                "--epochs",
+                str(epochs),
+                "--n-factors",
+                str(FACTORS),
+                "--no-progress",
+            ]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
+            seconds.append(time.perf_counter() - t0)
+            print(f"  collabemb fit (CLI) on {csv.name}: {seconds[-1]:.2f} s", flush=True)
+    return seconds
 
 
 def _collabemb_fit(train, test, engine: str, epochs: int, threads: int | None) -> dict:
@@ -110,24 +173,33 @@ def worker(spec: dict) -> dict:
 
     kind = spec["kind"]
     if kind in ("fast", "autograd"):
-        from collabemb.engine import warm_up
+        from collabemb.engines.fast import warm_up
 
         warm_up()  # numba compiles (or loads its cache) here, not inside the first timed epoch
     if kind == "load":
         t0 = time.perf_counter()
         ratings = ce.read_ratings(spec["path"])
         return {"load_s": time.perf_counter() - t0, "n": len(ratings), "peak_rss_gb": _peak_rss_gb()}
+    if kind == "surprise-fit":
+        return _surprise_fit_only(ce.read_ratings(spec["path"]), spec["epochs"])
     if spec["data"] == "ml-100k":
         folds = []
         for f in range(1, 6):
             train, test = ce.read_split(Path(spec["path"]) / f"u{f}.base", Path(spec["path"]) / f"u{f}.test", layout="ml-100k")
-            res = _surprise_fit(train, test, spec["epochs"]) if kind == "surprise" else _collabemb_fit(train, test, kind, spec["epochs"], spec.get("threads"))
+            res = (
+                _surprise_fit(train, test, spec["epochs"])
+                if kind == "surprise"
+                else _collabemb_fit(train, test, kind, spec["epochs"], spec.get("threads"))
+            )
             folds.append(res)
         out = {
-            "rmse_folds": [r["rmse"] for r in folds], "rmse": statistics.fmean(r["rmse"] for r in folds),
-            "mps": [m for r in folds for m in r["mps"]], "epoch_seconds": [s for r in folds for s in r["epoch_seconds"]],
-            "threads": folds[0].get("threads"), "n_train": 80_000,
-        }  # fmt: skip
+            "rmse_folds": [r["rmse"] for r in folds],
+            "rmse": statistics.fmean(r["rmse"] for r in folds),
+            "mps": [m for r in folds for m in r["mps"]],
+            "epoch_seconds": [s for r in folds for s in r["epoch_seconds"]],
+            "threads": folds[0].get("threads"),
+            "n_train": 80_000,
+        }
         out["peak_rss_gb"] = _peak_rss_gb()
         return out
     t0 = time.perf_counter()
@@ -154,9 +226,8 @@ def _run_worker(spec: dict, timeout: float) -> dict:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         print(f"  {label}: timed out after {timeout:.0f} s", flush=True)
         return {"error": f"timed out after {timeout:.0f} s"}
@@ -206,18 +277,51 @@ def _fmt_row(data: str, engine: str, res: dict, epochs: int, note: str = "") -> 
     return f"| {data} ({n} train) | {engine} | {threads} | {epochs} | {mps_text} | {secs} | {load} | {res['peak_rss_gb']:.2f} | {rmse} | {note or res.get('note', '')} |"
 
 
+def _cli_report(cli_seconds: list[float], surprise: dict, epochs: int) -> tuple[list[str], list[str]]:
+    """Table rows and bar lines for the command line against Surprise's fit alone."""
+    if not cli_seconds or "error" in surprise:
+        return [f"command line vs Surprise: not measured ({surprise.get('error', 'no CLI run')})"], []
+    cli = statistics.median(cli_seconds)
+    runs = ", ".join(f"{s:.2f}" for s in cli_seconds)
+    lines = [
+        f"| 3M subset CSV ({surprise['n'] / 1e6:.2f}M ratings) | seconds | ratio to collabemb CLI |",
+        "| --- | ---: | ---: |",
+        f"| `collabemb fit` ({FACTORS} factors, {epochs} epochs), process start to artifact written, median of {len(cli_seconds)} ({runs}) | {cli:.2f} | 1.0x |",
+        f"| Surprise `SVD().fit` alone, its defaults (100 factors, 20 epochs) | {surprise['defaults']:.2f} | {surprise['defaults'] / cli:.1f}x |",
+        f"| Surprise `SVD(n_factors={FACTORS}, n_epochs={epochs}).fit` alone (collabemb's settings) | {surprise['matched']:.2f} | {surprise['matched'] / cli:.1f}x |",
+    ]
+    ratio = surprise["defaults"] / cli
+    checks = [
+        f"- `collabemb fit` end to end vs Surprise SVD's fit alone (defaults), same data, same run: {ratio:.1f}x faster "
+        f"(bar >= {BAR['cli_vs_surprise']:g}x): {'met' if ratio >= BAR['cli_vs_surprise'] else 'NOT met'}; "
+        f"against SVD at collabemb's own settings ({FACTORS} factors, {epochs} epochs): {surprise['matched'] / cli:.1f}x"
+    ]
+    return lines, checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help="where the generated set is kept (default ~/.cache/collabemb/bench-25m)")
-    parser.add_argument("--scale", type=float, default=1.0, help="shrink the generated set (users, items, ratings) for a quick trial; figures then say so")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="shrink the generated set (users, items, ratings) for a quick trial; figures then say so"
+    )
     parser.add_argument("--regenerate", action="store_true", help="draw the 25M set again even if cached")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for every engine on the 25M set and the subset (default 5)")
     parser.add_argument("--ml100k-epochs", type=int, default=10, help="epochs on ml-100k (default 10, the fast engine's default)")
-    parser.add_argument("--autograd-epochs", type=int, help="epochs of the autograd path on the subset (default: --epochs; it takes ~45 s an epoch there)")
-    parser.add_argument("--autograd-full-epochs", type=int, default=0, help="also time the autograd path on the full 25M (very slow: an estimated 15-20 min an epoch)")
+    parser.add_argument(
+        "--autograd-epochs", type=int, help="epochs of the autograd path on the subset (default: --epochs; it takes ~45 s an epoch there)"
+    )
+    parser.add_argument(
+        "--autograd-full-epochs",
+        type=int,
+        default=0,
+        help="also time the autograd path on the full 25M (very slow: an estimated 15-20 min an epoch)",
+    )
     parser.add_argument("--ml100k", default=str(HERE.parent.parent / "shared" / "data" / "ml-100k"))
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed for each measurement")
+    parser.add_argument("--cli-runs", type=int, default=5, help="runs of `collabemb fit` on the 3M subset CSV (median reported)")
+    parser.add_argument("--only-cli", action="store_true", help="measure only the command line end to end against Surprise (item 6)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args()
     if args.worker:
@@ -232,19 +336,48 @@ def main() -> None:
     data_dir = Path(args.data_dir or Path.home() / ".cache" / "collabemb" / default_dir)
     csv_path, pq_path = _prepare_25m(data_dir, shape, args.regenerate)
     E = args.epochs
+    subset_csv = _subset_csv(csv_path, data_dir)
     print("measuring (each in its own process) ...", flush=True)
-    loads = {name: _run_worker({"kind": "load", "data": name, "path": str(p)}, args.timeout) for name, p in (("CSV", csv_path), ("parquet", pq_path))}
+    cli_seconds = _cli_fit_runs(subset_csv, E, args.cli_runs, args.timeout)
+    surprise_fit = _run_worker({"kind": "surprise-fit", "data": "subset CSV", "path": str(subset_csv), "epochs": E}, args.timeout)
+    cli_lines, cli_checks = _cli_report(cli_seconds, surprise_fit, E)
+    if args.only_cli:
+        print("\n".join(cli_lines + [""] + cli_checks))
+        if not args.no_write:
+            from machine import append_results
+
+            append_results(
+                HERE / "RESULTS.md",
+                title="Command line end to end on the 3M subset vs Surprise SVD.fit (benchmarks/speed.py --only-cli)",
+                command="flock /tmp/collabemb-bench.lock python benchmarks/speed.py " + " ".join(sys.argv[1:]),
+                body="\n".join(cli_lines + [""] + cli_checks),
+            )
+        return
+    loads = {
+        name: _run_worker({"kind": "load", "data": name, "path": str(p)}, args.timeout)
+        for name, p in (("CSV", csv_path), ("parquet", pq_path))
+    }
     full = {
         "fast": _run_worker({"kind": "fast", "data": "25M", "path": str(csv_path), "epochs": E}, args.timeout),
         "fast-1": _run_worker({"kind": "fast", "data": "25M", "path": str(csv_path), "epochs": E, "threads": 1}, args.timeout),
     }
     if args.autograd_full_epochs:
-        full["autograd"] = _run_worker({"kind": "autograd", "data": "25M", "path": str(csv_path), "epochs": args.autograd_full_epochs}, args.timeout)
+        full["autograd"] = _run_worker(
+            {"kind": "autograd", "data": "25M", "path": str(csv_path), "epochs": args.autograd_full_epochs}, args.timeout
+        )
     E_auto = args.autograd_epochs or E
-    sub = {kind: _run_worker({"kind": kind, "data": "subset", "path": str(csv_path), "epochs": E_auto if kind == "autograd" else E}, args.timeout) for kind in ("fast", "autograd", "surprise")}
+    sub = {
+        kind: _run_worker(
+            {"kind": kind, "data": "subset", "path": str(csv_path), "epochs": E_auto if kind == "autograd" else E}, args.timeout
+        )
+        for kind in ("fast", "autograd", "surprise")
+    }
     ml = {}
     if Path(args.ml100k, "u1.base").is_file():
-        ml = {kind: _run_worker({"kind": kind, "data": "ml-100k", "path": args.ml100k, "epochs": args.ml100k_epochs}, args.timeout) for kind in ("fast", "autograd", "surprise")}
+        ml = {
+            kind: _run_worker({"kind": kind, "data": "ml-100k", "path": args.ml100k, "epochs": args.ml100k_epochs}, args.timeout)
+            for kind in ("fast", "autograd", "surprise")
+        }
     else:
         print(f"no ml-100k at {args.ml100k}; skipping it", flush=True)
 
@@ -265,9 +398,10 @@ def main() -> None:
         if kind in ml:
             folds = ", ".join(f"{v:.4f}" for v in ml[kind].get("rmse_folds", []))
             lines.append(_fmt_row("ml-100k u1..u5", name, ml[kind], args.ml100k_epochs, note=f"mean test RMSE; folds {folds}"))
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + "\n".join(cli_lines)
     load_text = ", ".join(
-        f"{name} {r['load_s']:.1f} s (peak RSS {r['peak_rss_gb']:.2f} GB)" if "error" not in r else f"{name} failed: {r['error']}" for name, r in loads.items()
+        f"{name} {r['load_s']:.1f} s (peak RSS {r['peak_rss_gb']:.2f} GB)" if "error" not in r else f"{name} failed: {r['error']}"
+        for name, r in loads.items()
     )
 
     def med(res: dict) -> float:
@@ -275,20 +409,29 @@ def main() -> None:
 
     checks = []
     fast_mps = med(full["fast"])
-    checks.append(f"- fast engine on 25M: {fast_mps:.2f} M ratings/s per epoch (median; bar >= {BAR['fast_mps']:g}): {'met' if fast_mps >= BAR['fast_mps'] else 'NOT met'}")
+    checks.append(
+        f"- fast engine on 25M: {fast_mps:.2f} M ratings/s per epoch (median; bar >= {BAR['fast_mps']:g}): {'met' if fast_mps >= BAR['fast_mps'] else 'NOT met'}"
+    )
     sp = med(sub["surprise"])
     checks.append(
         f"- vs Surprise SVD (same run, 3M subset, {sp:.2f} M/s): fast engine on 25M {fast_mps / sp:.1f}x, on the same subset "
         f"{med(sub['fast']) / sp:.1f}x (bar >= {BAR['vs_surprise']:g}x): {'met' if fast_mps / sp >= BAR['vs_surprise'] else 'NOT met'}"
     )
     if "load_s" in loads["CSV"]:
-        checks.append(f"- loading the 25M CSV: {loads['CSV']['load_s']:.1f} s (bar <= {BAR['csv_load_s']:g} s): {'met' if loads['CSV']['load_s'] <= BAR['csv_load_s'] else 'NOT met'}")
+        checks.append(
+            f"- loading the 25M CSV: {loads['CSV']['load_s']:.1f} s (bar <= {BAR['csv_load_s']:g} s): {'met' if loads['CSV']['load_s'] <= BAR['csv_load_s'] else 'NOT met'}"
+        )
     if "peak_rss_gb" in full["fast"]:
         rss = full["fast"]["peak_rss_gb"]
-        checks.append(f"- peak RSS of load + 2% split + fit on 25M: {rss:.2f} GB (bar <= {BAR['rss_gb']:g} GB): {'met' if rss <= BAR['rss_gb'] else 'NOT met'}")
+        checks.append(
+            f"- peak RSS of load + 2% split + fit on 25M: {rss:.2f} GB (bar <= {BAR['rss_gb']:g} GB): {'met' if rss <= BAR['rss_gb'] else 'NOT met'}"
+        )
     if "fast" in ml and "rmse" in ml["fast"]:
         r = ml["fast"]["rmse"]
-        checks.append(f"- ml-100k u1..u5 mean test RMSE, fast engine: {r:.4f} (bar <= {BAR['ml100k_rmse']:.3f}): {'met' if r <= BAR['ml100k_rmse'] else 'NOT met'}")
+        checks.append(
+            f"- ml-100k u1..u5 mean test RMSE, fast engine: {r:.4f} (bar <= {BAR['ml100k_rmse']:.3f}): {'met' if r <= BAR['ml100k_rmse'] else 'NOT met'}"
+        )
+    checks += cli_checks
     checks_text = "\n".join(checks)
     total = time.perf_counter() - t_start
     notes = (

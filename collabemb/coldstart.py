@@ -1,25 +1,33 @@
 """Cold start: vectors for users and items the model never saw in training.
 
-Three paths, each named in the ``source`` of what it produces:
+Four paths, each named in the ``source`` of what it produces:
 
-* ``"fold_in"``: :func:`fold_in_users` / :func:`fold_in_items` solve a new ID's vector ``v`` and
-  bias ``b`` from a few ratings with the other side fixed, minimising the training objective of
+* ``"fold_in"`` for rating models (``fitted.identity.fold_in == "rating"``):
+  :func:`fold_in_users` / :func:`fold_in_items` solve a new ID's vector ``v`` and bias ``b`` from
+  a few ratings with the other table fixed, minimising the training objective of
   :mod:`collabemb.train` restricted to that ID::
 
       sum_j (r_j - y_j)**2 + weight_decay * n * |v|**2,   y_j = lo + (hi - lo) * sigmoid(<v, w_j> + b + b_j)
 
   over its ``n`` ratings (the per-rating L2 on factor rows, summed; the bias is not penalised,
-  as in training), with ``weight_decay`` and ``y_range`` read from the model. Newton steps with
-  a backtracking line search (Gauss-Newton steps where the Hessian is not positive definite)
-  converge in a handful of iterations: about a millisecond per ID.
-* ``"unknown_slot"``: an ID none of whose ratings name a known counterpart gets the trained
-  unknown row 0 (the average user or item), the model's answer for "no history at all".
+  as in training), with ``weight_decay`` read from ``fitted.identity`` and ``y_range`` from the
+  module. Newton steps with a backtracking line search (Gauss-Newton steps where the Hessian is
+  not positive definite) converge in a handful of iterations: about a millisecond per ID.
+* ``"fold_in"`` for ALS models (``fitted.identity.fold_in == "als"``): :func:`fold_in_als` solves
+  ALS's closed-form user system with the confidences recorded at training.
+* ``"unknown_slot"``: an ID none of whose ratings name a known counterpart gets row 0, the
+  model's answer for "no history at all".
 * ``"mean_of_items"``: :func:`fold_in_items_like` describes an unseen item by known items it
   resembles: the mean of their vectors and of their biases.
 
-With ``add=True`` the new IDs are appended to the model's registry and tables (rows never move),
-to ``model.seen_items`` and to ``model.index`` (and to ``index=`` if given), so they can be
-searched, recommended, predicted and saved like trained IDs.
+With ``add=True`` the new IDs are appended to the module's registry and tables
+(``append_rows``: rows never move), to ``fitted.seen_items`` and to ``fitted.index`` (and to
+``index=`` if given), so they can be searched, recommended, predicted and saved like trained IDs.
+:func:`recommend_from_ratings` folds new users in and recommends for them in one call.
+
+Counterpart IDs are never coerced: an item column of ``str`` IDs for a model of ``int`` item IDs
+raises ``TypeError``. A ratings *file* is read with the model's ID type (text has no type of its
+own) when the model's users and items share one.
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+import scipy.sparse as sp
 from scipy.special import expit
 
 from collabemb.data import Ratings, read_ratings
-from collabemb.index import SimilarityIndex, _encode_lenient, _registry, _table_rows
-from collabemb.models import EmbeddingDotBias
-from collabemb.registry import UNKNOWN_ROW, id_kind_of
+from collabemb.fitted import FittedModel
+from collabemb.implicit_mf import interaction_weights, kept_mask, read_interactions
+from collabemb.index import SimilarityIndex, index_of
+from collabemb.models import Table
+from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_type_of
 
 MAX_ITER = 50
 TOL = 1e-6
@@ -48,7 +58,7 @@ class FoldIn:
     """Vectors for new IDs, and how each was obtained.
 
     Attributes:
-        side: ``"user"`` or ``"item"``.
+        table: ``"user"`` or ``"item"``: the table the new IDs belong to.
         ids: (n,) raw IDs in order of first appearance, or None for one anonymous ID (ratings
             without an ID column).
         vectors: (n, n_factors) float32.
@@ -58,12 +68,12 @@ class FoldIn:
             n_ignored: (n,) int64 ratings skipped because the model does not know their
             counterpart ID.
         iterations: (n,) int64 Newton steps; converged: (n,) bool.
-        rows: (n,) int64 registry rows when added (``add=True``), else None.
+        rows: (n,) int64 table rows when added (``add=True``), else None.
         rated_query, rated_rows: (m,) int64, one entry per rating used: the position in ``ids``
-            and the counterpart's registry row (e.g. to exclude a new user's rated items).
+            and the counterpart's table row (e.g. to exclude a new user's rated items).
     """
 
-    side: str
+    table: Table
     ids: np.ndarray | None
     vectors: np.ndarray
     biases: np.ndarray
@@ -83,7 +93,7 @@ class FoldIn:
         """One row per ID: id, bias, n_ratings, n_ignored, source, iterations, converged (and row)."""
         frame = pd.DataFrame(
             {
-                self.side: self.ids if self.ids is not None else np.array([None], dtype=object),
+                self.table: self.ids if self.ids is not None else np.array([None], dtype=object),
                 "bias": self.biases,
                 "n_ratings": self.n_ratings,
                 "n_ignored": self.n_ignored,
@@ -96,22 +106,25 @@ class FoldIn:
             frame["row"] = self.rows
         return frame
 
-    def predict(self, model: EmbeddingDotBias, counterpart_ids, *, of=None) -> np.ndarray:
+    def predict(self, fitted: FittedModel, counterpart_ids, *, of=None) -> np.ndarray:
         """(m,) float32 predicted ratings of folded ID ``of[j]`` (position in ``ids``) for ``counterpart_ids[j]``.
 
-        ``of`` defaults to 0 (the first or only folded ID). Unseen counterparts use row 0.
+        ``of`` defaults to 0 (the first or only folded ID). Unseen counterparts use row 0; for a
+        model with ``y_range=None`` the score ``<v, w> + b + b_w`` is returned.
         """
-        other = "item" if self.side == "user" else "user"
-        rows = _registry(model, other).encode(counterpart_ids)
-        w, b = _table_rows(model, other, rows)
+        other = _other(self.table)
+        rows = fitted.registry(other).encode(counterpart_ids)
+        weights, biases = fitted.tables(other)
         of = np.zeros(len(rows), dtype=np.int64) if of is None else np.asarray(of, dtype=np.int64)
-        z = np.einsum("ij,ij->i", w.astype(np.float64), self.vectors[of].astype(np.float64)) + b + self.biases[of]
-        lo, hi = model.y_range
+        z = np.einsum("ij,ij->i", weights[rows].astype(np.float64), self.vectors[of].astype(np.float64)) + biases[rows] + self.biases[of]
+        if fitted.y_range is None:
+            return z.astype(np.float32)
+        lo, hi = fitted.y_range
         return (lo + (hi - lo) * expit(z)).astype(np.float32)
 
 
 def fold_in_users(
-    model: EmbeddingDotBias,
+    fitted: FittedModel,
     ratings: Ratings | pd.DataFrame | str | os.PathLike,
     *,
     add: bool = False,
@@ -120,26 +133,27 @@ def fold_in_users(
     tol: float = TOL,
     index: SimilarityIndex | None = None,
 ) -> FoldIn:
-    """Vectors and biases for new users from their ratings of known items, item side fixed.
+    """Vectors and biases for new users of a rating model from their ratings of known items.
 
     Args:
-        model: a fitted model.
+        fitted: a rating model (``fitted.identity.fold_in == "rating"``; for ALS see
+            :func:`fold_in_als`).
         ratings: ``user``, ``item``, ``rating`` columns (Ratings, a DataFrame or a file read with
             :func:`~collabemb.data.read_ratings`). Without a ``user`` column all rows belong to
             one anonymous user. Items the model does not know are skipped (``n_ignored``).
-        add: append the new users to ``model.users`` and the model's tables (and to
-            ``model.seen_items``, ``model.index`` and ``index``); their IDs must be new.
+        add: append the new users to the module's table (and to ``fitted.seen_items``,
+            ``fitted.index`` and ``index``); their IDs must be new.
         weight_decay: L2 strength; default: the one the model was fitted with
-            (``model.history.params``).
+            (``fitted.identity.weight_decay``).
         max_iter, tol: Newton iterations at most; stop when the largest gradient entry is below
             ``tol`` times the number of ratings.
-        index: another SimilarityIndex to extend with ``add=True`` (``model.index`` always is).
+        index: another SimilarityIndex over this model to extend with ``add=True``.
     """
-    return _fold_in(model, ratings, "user", add=add, weight_decay=weight_decay, max_iter=max_iter, tol=tol, index=index)
+    return _fold_in(fitted, ratings, "user", add=add, weight_decay=weight_decay, max_iter=max_iter, tol=tol, index=index)
 
 
 def fold_in_items(
-    model: EmbeddingDotBias,
+    fitted: FittedModel,
     ratings: Ratings | pd.DataFrame | str | os.PathLike,
     *,
     add: bool = False,
@@ -148,21 +162,15 @@ def fold_in_items(
     tol: float = TOL,
     index: SimilarityIndex | None = None,
 ) -> FoldIn:
-    """Vectors and biases for new items from known users' ratings of them, user side fixed.
+    """Vectors and biases for new items from known users' ratings of them, the user table fixed.
 
     As :func:`fold_in_users` with the roles swapped: without an ``item`` column all rows rate one
     anonymous item; users the model does not know are skipped.
     """
-    return _fold_in(model, ratings, "item", add=add, weight_decay=weight_decay, max_iter=max_iter, tol=tol, index=index)
+    return _fold_in(fitted, ratings, "item", add=add, weight_decay=weight_decay, max_iter=max_iter, tol=tol, index=index)
 
 
-def fold_in_items_like(
-    model: EmbeddingDotBias,
-    like: Mapping,
-    *,
-    add: bool = False,
-    index: SimilarityIndex | None = None,
-) -> FoldIn:
+def fold_in_items_like(fitted: FittedModel, like: Mapping, *, add: bool = False, index: SimilarityIndex | None = None) -> FoldIn:
     """Unseen items described by known items they resemble: the mean of their vectors and biases.
 
     Args:
@@ -171,26 +179,26 @@ def fold_in_items_like(
     """
     if not like:
         raise ValueError("like must map at least one new item ID to known item IDs")
-    ids, _ = id_kind_of(list(like.keys()), what="new item IDs")
-    vectors, biases, query, rated = [], [], [], []
+    ids, _ = id_type_of(list(like.keys()), what="new item IDs")
+    weights, biases = fitted.tables("item")
+    vectors, means, query, rated = [], [], [], []
     for j, new_id in enumerate(like):
         described = like[new_id]
         if isinstance(described, str | bytes | int | np.integer):
             described = [described]
-        rows = model.items.encode(list(described), unknown="raise")
+        rows = fitted.items.encode(list(described), unknown="raise")
         if len(rows) == 0:
             raise ValueError(f"item {new_id!r}: no known items given to describe it")
-        v, b = _mean_of_rows(model, "item", rows)
-        vectors.append(v)
-        biases.append(b)
+        vectors.append(weights[rows].astype(np.float64).mean(axis=0))
+        means.append(float(np.mean(biases[rows], dtype=np.float64)))
         query.append(np.full(len(rows), j, dtype=np.int64))
         rated.append(rows)
     n = len(ids)
     fold = FoldIn(
-        side="item",
+        table="item",
         ids=ids,
         vectors=np.vstack(vectors).astype(np.float32),
-        biases=np.asarray(biases, dtype=np.float32),
+        biases=np.asarray(means, dtype=np.float32),
         source=np.full(n, "mean_of_items", dtype=object),
         n_ratings=np.array([len(r) for r in rated], dtype=np.int64),
         n_ignored=np.zeros(n, dtype=np.int64),
@@ -201,18 +209,130 @@ def fold_in_items_like(
         rated_rows=np.concatenate(rated),
     )
     if add:
-        _refuse_known(model.items, ids, "item")
-        _add(model, fold, index, seen_pairs=False)
+        _refuse_known(fitted.items, ids, "item")
+        _add(fitted, fold, index, seen_pairs=False)
     return fold
 
 
-def _mean_of_rows(model: EmbeddingDotBias, side: str, rows: np.ndarray) -> tuple[np.ndarray, float]:
-    """(k,) float32 mean vector and the mean bias of registry rows of one side."""
-    w, b = _table_rows(model, side, np.asarray(rows, dtype=np.int64))
-    return w.astype(np.float64).mean(axis=0).astype(np.float32), float(np.mean(b, dtype=np.float64))
+def fold_in_als(
+    fitted: FittedModel,
+    interactions: Ratings | pd.DataFrame | str | os.PathLike,
+    *,
+    add: bool = False,
+    index: SimilarityIndex | None = None,
+    **read_kwargs,
+) -> FoldIn:
+    """Factors for new users of an ALS model by ALS's own closed-form user solve; items stay fixed.
+
+    For each user this solves ``(Y^T C_u Y + reg * I) x_u = Y^T C_u p_u`` over the model's item
+    factors ``Y`` (rows 1..n) with the confidences built from the threshold, weighting, alpha and
+    regularization recorded in ``fitted.identity``: the computation of ``implicit``'s
+    ``recalculate_user``, so it works on a model loaded from an artifact. Interactions with items
+    the model does not know are skipped (``n_ignored``); a user left with none (all skipped or
+    below the threshold) gets row 0, the average user (``source="unknown_slot"``).
+
+    Args:
+        fitted: an ALS model (``fitted.identity.fold_in == "als"``).
+        interactions: ``user``, ``item`` and optionally ``rating`` columns, read like
+            :func:`~collabemb.implicit_mf.fit_implicit`'s input. A DataFrame without a ``user``
+            column is one anonymous user.
+        add: append the new users to the module's table (and to ``fitted.seen_items``,
+            ``fitted.index`` and ``index``), as :func:`fold_in_users` does; the IDs must be new.
+            Without ``add`` a known user's factors are re-estimated and returned, the model is
+            left unchanged.
+
+    Returns:
+        A :class:`FoldIn` (``table="user"``; biases are 0: ALS has none; ``iterations`` is 1 for a
+        solved user, the closed form being exact). Its ``rated_query`` / ``rated_rows`` list every
+        interaction with a known item, those below the threshold too, so that recommendations can
+        leave out everything the user touched.
+    """
+    identity = fitted.identity
+    if identity.fold_in != "als":
+        hint = "; fold rating-model users in with collabemb.fold_in_users" if identity.fold_in == "rating" else ""
+        raise ValueError(f"fold_in_als needs an ALS model from fit_implicit(model='als'); this one is {identity.family!r}{hint}")
+    user_col = read_kwargs.get("user_col", "user")
+    anonymous = isinstance(interactions, pd.DataFrame) and user_col not in interactions.columns
+    if anonymous:
+        if add:
+            raise ValueError("add=True needs user IDs: give the interactions a 'user' column")
+        interactions = interactions.assign(**{user_col: 0})
+    frame = read_interactions(interactions, read_kwargs).frame
+    codes, uniques = pd.factorize(frame["user"].to_numpy(), sort=False)
+    ids = None if anonymous else id_type_of(uniques, what="user IDs")[0]
+    if add:
+        _refuse_known(fitted.users, ids, "user")
+    items = fitted.items
+    item_rows = items.encode(frame["item"])  # the other ID type raises TypeError
+    known = item_rows != UNKNOWN_ROW
+    n = len(uniques)
+    cui = _als_confidences(fitted, frame["rating"].to_numpy(np.float64), codes, item_rows, n)
+    n_used = np.diff(cui.indptr)
+    solved = n_used > 0
+    user_w, user_b = fitted.tables("user")
+    vectors = np.repeat(user_w[:1], n, axis=0)
+    vectors[solved] = _als_solve(fitted.tables("item")[0][1:].astype(np.float64), cui[solved], float(identity.regularization))
+    biases = np.full(n, user_b[0], dtype=np.float32)
+    biases[solved] = 0.0  # ALS has no biases
+    seen = np.unique(codes[known].astype(np.int64) * items.n_rows + item_rows[known])
+    fold = FoldIn(
+        table="user",
+        ids=ids,
+        vectors=vectors,
+        biases=biases,
+        source=np.where(solved, "fold_in", "unknown_slot").astype(object),
+        n_ratings=n_used.astype(np.int64),
+        n_ignored=np.bincount(codes[~known], minlength=n).astype(np.int64),
+        iterations=solved.astype(np.int64),
+        converged=np.ones(n, dtype=bool),
+        rows=None,
+        rated_query=seen // items.n_rows,
+        rated_rows=seen % items.n_rows,
+    )
+    if add:
+        _add(fitted, fold, index, seen_pairs=True)
+    return fold
 
 
-# --- the solver ---------------------------------------------------------------------------------
+def recommend_from_ratings(
+    fitted_or_index: FittedModel | SimilarityIndex,
+    ratings: Ratings | pd.DataFrame | str | os.PathLike,
+    k: int = 10,
+    *,
+    exclude_rated: bool = True,
+    exclude=None,
+    add: bool = False,
+    **fold_kwargs,
+) -> pd.DataFrame:
+    """Recommendations for new users described only by a few ratings (fold-in).
+
+    Each user is folded in with the fold-in the model's identity names (:func:`fold_in_users`
+    for rating models, :func:`fold_in_als` for ALS; ``fold_kwargs`` go to it); a user none of
+    whose items the model knows gets the unknown slot. ``ratings`` has ``item`` and ``rating``
+    columns and, for several users (or with ``add=True``), a ``user`` column.
+
+    Args:
+        fitted_or_index: a FittedModel (searched through ``index_of(fitted)``) or a SimilarityIndex.
+        exclude_rated: leave out the items each new user rated.
+        exclude: raw item IDs never to recommend (for every user).
+        add: also append the new users to the model (see :func:`fold_in_users`).
+
+    Returns:
+        As :meth:`SimilarityIndex.recommend`; ``source`` is ``"fold_in"`` or ``"unknown_slot"``.
+    """
+    if isinstance(fitted_or_index, SimilarityIndex):
+        index, fitted = fitted_or_index, fitted_or_index.fitted
+    else:
+        index, fitted = None, fitted_or_index
+    fold_in = fold_in_als if fitted.identity.fold_in == "als" else fold_in_users
+    fold = fold_in(fitted, ratings, add=add, index=index, **fold_kwargs)
+    searcher = index if index is not None else index_of(fitted)
+    pairs = (fold.rated_query, fold.rated_rows) if exclude_rated else None
+    ids = fold.ids if fold.ids is not None else np.array([None], dtype=object)
+    return searcher.recommend_vectors(fold.vectors, fold.biases, k, ids=ids, source=fold.source, rated=pairs, exclude=exclude)
+
+
+# --- the solvers ----------------------------------------------------------------------------------
 
 
 def solve_one(
@@ -286,31 +406,79 @@ def solve_one(
     return theta[:k], float(theta[k]), max_iter, False
 
 
+def _als_confidences(fitted: FittedModel, values: np.ndarray, codes: np.ndarray, item_rows: np.ndarray, n: int) -> sp.csr_matrix:
+    """(n, n_items) CSR of ALS confidences ``alpha * w`` of the kept interactions with known items."""
+    identity = fitted.identity
+    keep = (item_rows != UNKNOWN_ROW) & kept_mask(values, identity.threshold)
+    confidence = interaction_weights(values[keep], identity.weighting or "binary") * float(identity.alpha)
+    cui = sp.csr_matrix((confidence, (codes[keep], item_rows[keep] - 1)), shape=(n, len(fitted.items)))
+    cui.sum_duplicates()
+    return cui
+
+
+def _als_solve(item_f: np.ndarray, cui: sp.csr_matrix, regularization: float) -> np.ndarray:
+    """(n_users, k) float64 exact ALS user factors for confidences ``cui`` (positive entries).
+
+    ``A_u = Y^T Y + reg * I + sum_i (c_ui - 1) y_i y_i^T`` and ``b_u = sum_i c_ui y_i``, the
+    same system ``implicit`` builds in ``recalculate_user``.
+    """
+    k = item_f.shape[1]
+    base = item_f.T @ item_f + regularization * np.eye(k)
+    out = np.empty((cui.shape[0], k))
+    for u in range(cui.shape[0]):
+        cols = cui.indices[cui.indptr[u] : cui.indptr[u + 1]]
+        c = cui.data[cui.indptr[u] : cui.indptr[u + 1]]
+        y = item_f[cols]
+        a = base + (y.T * (c - 1.0)) @ y
+        out[u] = np.linalg.solve(a, y.T @ c)
+    return out
+
+
 # --- internals ------------------------------------------------------------------------------------
 
 
-def _weight_decay(model: EmbeddingDotBias, weight_decay: float | None) -> float:
+def _other(table: str) -> Table:
+    return "item" if table == "user" else "user"
+
+
+def _rating_fold_in_applies(fitted: FittedModel) -> None:
+    """Refuse a model the rating objective does not describe, saying what applies instead."""
+    identity = fitted.identity
+    if identity.fold_in == "als":
+        raise ValueError(
+            "this is an ALS model (implicit feedback, no rating link): the rating objective does not apply; "
+            "fold its users in with collabemb.fold_in_als"
+        )
+    if identity.fold_in != "rating":
+        raise ValueError(
+            f"a {identity.family!r} model has no fold-in: no per-ID solve reproduces its training; "
+            f"unseen IDs are answered by the unknown slot (unknown='unknown_slot') until it is retrained"
+        )
+    if fitted.y_range is None:
+        raise ValueError("the rating fold-in needs the model's y_range (its rating link); this model has none")
+
+
+def _weight_decay(fitted: FittedModel, weight_decay: float | None) -> float:
     if weight_decay is not None:
         return float(weight_decay)
-    params = model.history.params if model.history is not None else {}
-    if "weight_decay" not in params:
-        raise ValueError("the model has no fit history to read weight_decay from; pass weight_decay=")
-    return float(params["weight_decay"])
+    if fitted.identity.weight_decay is None:
+        raise ValueError("the model records no weight_decay (fitted.identity.weight_decay) to fold in with; pass weight_decay=")
+    return float(fitted.identity.weight_decay)
 
 
-def _read(ratings, side: str, other: str) -> tuple[pd.DataFrame, bool]:
-    """The ratings as a frame with ``side``, ``other``, ``rating``; and whether it was anonymous."""
+def _read(ratings, fitted: FittedModel, table: str, other: str) -> tuple[pd.DataFrame, bool]:
+    """The ratings as a frame with ``table``, ``other``, ``rating``; and whether it was anonymous."""
     if isinstance(ratings, Ratings):
         return ratings.frame, False
-    if isinstance(ratings, pd.DataFrame):
-        has_side = side in ratings.columns
-    else:
-        has_side = side in _columns(Path(ratings))
-    if has_side:
-        return read_ratings(ratings).frame, False
+    is_file = not isinstance(ratings, pd.DataFrame)
+    has_table = _columns(Path(ratings)) if is_file else ratings.columns
+    if table in has_table:
+        same = fitted.users.id_type == fitted.items.id_type
+        return read_ratings(ratings, id_type=fitted.users.id_type if is_file and same else None).frame, False
     # one anonymous ID: read the other column twice, so duplicates resolve per counterpart
-    frame = read_ratings(ratings, user_col=other, item_col=other).frame
-    frame[side] = 0
+    id_type = fitted.registry(other).id_type if is_file else None
+    frame = read_ratings(ratings, user_col=other, item_col=other, id_type=id_type).frame
+    frame[table] = 0
     return frame, True
 
 
@@ -329,36 +497,28 @@ def _columns(path: Path) -> list[str]:
     return [name.strip() for name in head.split(sep)]
 
 
-def _fold_in(model, ratings, side: str, *, add: bool, weight_decay, max_iter: int, tol: float, index) -> FoldIn:
-    if model.y_range is None:
-        raise ValueError(
-            "this model has no rating link (y_range=None: an implicit-feedback model), so the rating objective "
-            "does not apply; fold ALS users in with collabemb.implicit_mf.fold_in_als"
-        )
-    other = "item" if side == "user" else "user"
-    frame, anonymous = _read(ratings, side, other)
+def _fold_in(fitted: FittedModel, ratings, table: Table, *, add: bool, weight_decay, max_iter: int, tol: float, index) -> FoldIn:
+    _rating_fold_in_applies(fitted)
+    other = _other(table)
+    frame, anonymous = _read(ratings, fitted, table, other)
     if add and anonymous:
-        raise ValueError(f"add=True needs {side} IDs: give the ratings a {side!r} column")
-    wd = _weight_decay(model, weight_decay)
-    codes, uniques = pd.factorize(frame[side].to_numpy(), sort=False)
-    ids = None if anonymous else id_kind_of(uniques, what=f"{side} IDs")[0]
+        raise ValueError(f"add=True needs {table} IDs: give the ratings a {table!r} column")
+    wd = _weight_decay(fitted, weight_decay)
+    codes, uniques = pd.factorize(frame[table].to_numpy(), sort=False)
+    ids = None if anonymous else id_type_of(uniques, what=f"{table} IDs")[0]
     if add:
-        _refuse_known(_registry(model, side), ids, side)
-    other_rows = _encode_lenient(_registry(model, other), frame[other])
+        _refuse_known(fitted.registry(table), ids, table)
+    other_rows = fitted.registry(other).encode(frame[other])  # the other ID type raises TypeError
     r = frame["rating"].to_numpy(dtype=np.float64)
-    table_w, table_b = _full_table(model, other)
-    n = len(uniques)
-    k = model.n_factors
-    vectors = np.empty((n, k), dtype=np.float32)
-    biases = np.empty(n, dtype=np.float32)
+    other_w, other_b = fitted.tables(other)
+    n, k = len(uniques), fitted.n_factors
+    vectors, biases = np.empty((n, k), dtype=np.float32), np.empty(n, dtype=np.float32)
     source = np.full(n, "fold_in", dtype=object)
-    n_used = np.zeros(n, dtype=np.int64)
-    n_ignored = np.zeros(n, dtype=np.int64)
-    iterations = np.zeros(n, dtype=np.int64)
+    n_used, n_ignored, iterations = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     converged = np.ones(n, dtype=bool)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(n + 1))
-    unknown_w, unknown_b = _table_rows(model, side, np.array([UNKNOWN_ROW]))
+    unknown_w, unknown_b = (t[UNKNOWN_ROW] for t in fitted.tables(table))
     used_query, used_rows = [], []
     for j in range(n):
         sel = order[bounds[j] : bounds[j + 1]]
@@ -366,17 +526,17 @@ def _fold_in(model, ratings, side: str, *, add: bool, weight_decay, max_iter: in
         ok = rows != UNKNOWN_ROW
         n_used[j], n_ignored[j] = int(ok.sum()), int((~ok).sum())
         if not ok.any():
-            vectors[j], biases[j], source[j] = unknown_w[0], unknown_b[0], "unknown_slot"
+            vectors[j], biases[j], source[j] = unknown_w, unknown_b, "unknown_slot"
             continue
         rows = rows[ok]
         v, b, it, conv = solve_one(
-            table_w[rows], table_b[rows], r[sel][ok], weight_decay=wd, y_range=model.y_range, max_iter=max_iter, tol=tol
+            other_w[rows], other_b[rows], r[sel][ok], weight_decay=wd, y_range=fitted.y_range, max_iter=max_iter, tol=tol
         )
         vectors[j], biases[j], iterations[j], converged[j] = v, b, it, conv
         used_query.append(np.full(len(rows), j, dtype=np.int64))
         used_rows.append(rows)
     fold = FoldIn(
-        side=side,
+        table=table,
         ids=ids,
         vectors=vectors,
         biases=biases,
@@ -390,57 +550,38 @@ def _fold_in(model, ratings, side: str, *, add: bool, weight_decay, max_iter: in
         rated_rows=np.concatenate(used_rows) if used_rows else np.empty(0, np.int64),
     )
     if add:
-        _add(model, fold, index, seen_pairs=True)
+        _add(fitted, fold, index, seen_pairs=True)
     return fold
 
 
-def _refuse_known(registry, ids: np.ndarray, side: str) -> None:
-    known = registry.known(ids)
+def _refuse_known(registry: IdRegistry, ids: np.ndarray, table: str) -> None:
+    known = registry.known(ids)  # IDs of the other type raise TypeError
     if known.any():
         raise ValueError(
-            f"{side} {ids[known][0]!r} is already known; add=True appends new IDs only "
-            f"(fold in without add to re-estimate a known {side})"
+            f"{table} {ids[known][0]!r} is already known; add=True appends new IDs only "
+            f"(fold in without add to re-estimate a known {table})"
         )
 
 
-def _full_table(model: EmbeddingDotBias, side: str) -> tuple[np.ndarray, np.ndarray]:
-    w = (model.i_weight if side == "item" else model.u_weight).weight
-    b = (model.i_bias if side == "item" else model.u_bias).weight
-    return w.detach().to("cpu", torch.float32).numpy(), b.detach().to("cpu", torch.float32).numpy()[:, 0]
-
-
-def _add(model: EmbeddingDotBias, fold: FoldIn, index: SimilarityIndex | None, *, seen_pairs: bool) -> None:
-    """Append the folded IDs to the registry, the tables, seen items and the indexes."""
-    side = fold.side
-    registry = _registry(model, side)
-    rows = registry.add(fold.ids)
-    _grow_tables(model, side, rows, fold.vectors, fold.biases)
+def _add(fitted: FittedModel, fold: FoldIn, index: SimilarityIndex | None, *, seen_pairs: bool) -> None:
+    """Append the folded IDs to the module's table, the seen items and the indexes."""
+    module = fitted.module
+    if index is not None and index.fitted.module is not module:
+        raise ValueError("index= searches another model; pass an index over this fitted model (or none)")
+    # a stored index is read back (and checked) while it still matches the registry it was built for
+    targets = [index_of(fitted)] if fitted.index is not None else []
+    if index is not None and all(index is not t for t in targets):
+        targets.append(index)
+    rows = module.append_rows(fold.table, fold.ids, fold.vectors, fold.biases)
     fold.rows = rows
-    seen = getattr(model, "seen_items", None)
-    if seen is not None and seen_pairs and len(fold.rated_query):
-        if side == "user":
+    if seen_pairs and len(fold.rated_query):
+        if fold.table == "user":
             user_rows, item_rows = rows[fold.rated_query], fold.rated_rows
         else:
             user_rows, item_rows = fold.rated_rows, rows[fold.rated_query]
-        model.seen_items = seen.add(user_rows, item_rows, model.users.n_rows)
-    targets = [getattr(model, "index", None)]
-    if index is not None and all(index is not t for t in targets):
-        targets.append(index)
+        fitted.seen_items = fitted.seen_items.with_pairs(user_rows, item_rows, module.users.n_rows)
     for target in targets:
-        if target is not None and target.model is model:
-            target._append(side, rows)
+        target.extend(fold.table, rows)
 
 
-def _grow_tables(model: EmbeddingDotBias, side: str, rows: np.ndarray, vectors: np.ndarray, biases: np.ndarray) -> None:
-    """Replace the side's embedding tables with copies that have rows for the new IDs."""
-    prefix = "i" if side == "item" else "u"
-    n_rows = _registry(model, side).n_rows
-    for name, values in ((f"{prefix}_weight", vectors), (f"{prefix}_bias", np.asarray(biases)[:, None])):
-        old = getattr(model, name).weight.detach()
-        new = torch.zeros((n_rows, old.shape[1]), dtype=old.dtype, device=old.device)
-        new[: old.shape[0]] = old
-        new[torch.as_tensor(rows, device=old.device)] = torch.as_tensor(np.asarray(values), dtype=old.dtype, device=old.device)
-        emb = torch.nn.Embedding.from_pretrained(new, freeze=False)
-        emb.train(model.training)
-        setattr(model, name, emb)
-
+__all__ = ["FoldIn", "fold_in_als", "fold_in_items", "fold_in_items_like", "fold_in_users", "recommend_from_ratings", "solve_one"]

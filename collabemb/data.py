@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from collabemb.registry import id_kind_of
+from collabemb.registry import id_type_of
 
 Duplicates = Literal["last", "raise", "mean"]
 IdType = Literal["int", "str"] | None
@@ -35,10 +35,7 @@ LAYOUTS: dict[str, dict] = {
     # ml-1m / ml-10m ratings.dat: '::'-separated, no header
     "ml-1m": {"sep": "::", "names": ["user", "item", "rating", "timestamp"]},
     # ml-20m / ml-25m / ml-latest(-small) ratings.csv: comma-separated with header
-    "ml-latest": {
-        "sep": ",",
-        "header": {"userId": "user", "movieId": "item", "rating": "rating", "timestamp": "timestamp"},
-    },
+    "ml-latest": {"sep": ",", "header": {"userId": "user", "movieId": "item", "rating": "rating", "timestamp": "timestamp"}},
 }
 
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
@@ -135,33 +132,42 @@ def read_ratings(
                 frame, n_dup = _resolve_duplicates(frame, duplicates, _Locator(label, first_line, path))
                 return Ratings(frame, label, n_dup)
             raw, first_line = _read_text(path, layout, sep)
+    locate = _Locator(label, first_line, None if first_line is None else Path(source))
+    cols = _columns_of(raw, label, first_line, layout, (user_col, item_col, rating_col, timestamp_col))
+    if layout == "ml-latest":
+        raw = raw.rename(columns=LAYOUTS["ml-latest"]["header"])
+    columns = {
+        "user": _id_column(_ids(raw[cols["user"]], cols["user"], id_type, locate)),
+        "item": _id_column(_ids(raw[cols["item"]], cols["item"], id_type, locate)),
+        "rating": _numbers(raw[cols["rating"]], cols["rating"], locate).astype(np.float32),
+    }
+    if "timestamp" in cols:
+        columns["timestamp"] = _timestamps(raw[cols["timestamp"]], cols["timestamp"], locate)
+    # arrays from a file are ours: no copy (25M rows: 700 MB less at the peak); a caller's DataFrame is copied
+    frame = pd.DataFrame(columns, copy=isinstance(source, pd.DataFrame))
+    frame, n_dup = _resolve_duplicates(frame, duplicates, locate)
+    return Ratings(frame, label, n_dup)
+
+
+def _columns_of(raw: pd.DataFrame, label: str, first_line: int | None, layout: str | None, names: tuple) -> dict[str, str]:
+    """``{"user": column, "item": ..., "rating": ...[, "timestamp": ...]}`` after the ml-latest renaming;
+    a missing column is a RatingsError listing the columns found (by their names in the file)."""
+    user_col, item_col, rating_col, timestamp_col = names
     if timestamp_col is None and "timestamp" in raw.columns:
         timestamp_col = "timestamp"
     wanted = {"user": user_col, "item": item_col, "rating": rating_col}
     if timestamp_col is not None:
         wanted["timestamp"] = timestamp_col
-    if layout == "ml-latest":
-        raw = raw.rename(columns=LAYOUTS["ml-latest"]["header"])
+    file_names = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()} if layout == "ml-latest" else {}
+    present = {LAYOUTS["ml-latest"]["header"].get(c, c) if layout == "ml-latest" else c for c in raw.columns}
     if len(raw) == 0:
         raise RatingsError(f"{label}: empty input, expected at least one rating")
-    file_names = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()} if layout == "ml-latest" else {}
     for name, col in wanted.items():
-        if col not in raw.columns:
-            found = ", ".join(str(file_names.get(c, c)) for c in raw.columns) or "none"
+        if col not in present:
+            found = ", ".join(str(c) for c in raw.columns) or "none"
             where = f"{label}, line 1" if first_line == 2 else label
             raise RatingsError(f"{where}: missing {name} column {file_names.get(col, col)!r} (found columns: {found})")
-    locate = _Locator(label, first_line, None if first_line is None else Path(source))
-    columns = {
-        "user": _id_column(_ids(raw[user_col], user_col, id_type, locate)),
-        "item": _id_column(_ids(raw[item_col], item_col, id_type, locate)),
-        "rating": _numbers(raw[rating_col], rating_col, locate).astype(np.float32),
-    }
-    if timestamp_col is not None:
-        columns["timestamp"] = _timestamps(raw[timestamp_col], timestamp_col, locate)
-    # arrays from a file are ours: no copy (25M rows: 700 MB less at the peak); a caller's DataFrame is copied
-    frame = pd.DataFrame(columns, copy=isinstance(source, pd.DataFrame))
-    frame, n_dup = _resolve_duplicates(frame, duplicates, locate)
-    return Ratings(frame, label, n_dup)
+    return wanted
 
 
 # --- readers -------------------------------------------------------------------
@@ -247,9 +253,15 @@ def _read_text(path: Path, layout: str | None, sep: str | None) -> tuple[pd.Data
 
 
 def _read_text_fast(
-    path: Path, layout: str | None, sep: str | None, user_col: str, item_col: str, rating_col: str,
-    timestamp_col: str | None, id_type: IdType,
-) -> tuple[pd.DataFrame, int] | None:  # fmt: skip
+    path: Path,
+    layout: str | None,
+    sep: str | None,
+    user_col: str,
+    item_col: str,
+    rating_col: str,
+    timestamp_col: str | None,
+    id_type: IdType,
+) -> tuple[pd.DataFrame, int] | None:
     """Read a well-formed delimited ratings file with pyarrow: 25M rows in seconds.
 
     Returns the typed ``user, item, rating[, timestamp]`` frame (before duplicate handling) and
@@ -274,18 +286,9 @@ def _read_text_fast(
     if len(sep) > 1:  # as in _read_text: ratings.dat holds numbers, so '::' can become a tab
         source = io.BytesIO(path.read_bytes().replace(sep.encode(), b"\t"))
         sep = "\t"
-    if names is None:
-        with open(path, "rb") as fh:
-            head = fh.readline()
-        if head.startswith(b"\xef\xbb\xbf"):  # a byte-order mark: leave it to pandas
-            return None
-        try:
-            line = head.decode("utf-8").rstrip("\r\n").replace(file_sep, sep)
-            header = next(csv.reader([line], delimiter=sep))
-        except (UnicodeDecodeError, csv.Error, StopIteration):
-            return None
-    else:
-        header = names
+    header = names if names is not None else _header_of(path, file_sep, sep)
+    if header is None:
+        return None
     if len(set(header)) != len(header):
         return None
     if layout is not None:
@@ -305,18 +308,42 @@ def _read_text_fast(
         table = pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(column_names=names, use_threads=True, block_size=16 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char='"', double_quote=True, newlines_in_values=False, ignore_empty_lines=True),
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep, quote_char='"', double_quote=True, newlines_in_values=False, ignore_empty_lines=True
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={col: ids if std in ("user", "item") else pa.float64() for std, col in wanted.items()},
                 include_columns=list(wanted.values()),
-                null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False, check_utf8=True,
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                check_utf8=True,
             ),
-        )  # fmt: skip
+        )
         table = table.unify_dictionaries()
     except Exception:  # pyarrow raises several types (ArrowInvalid, ArrowKeyError, ...) for odd files
         return None
     if table.num_rows == 0 or table.column_names != list(wanted.values()):
         return None
+    columns = _arrow_columns(table, wanted, id_type)
+    return None if columns is None else (pd.DataFrame(columns, copy=False), 1 if names else 2)
+
+
+def _header_of(path: Path, file_sep: str, sep: str) -> list[str] | None:
+    """The header row's fields, or None when it has a byte-order mark or does not decode (pandas' turn)."""
+    with open(path, "rb") as fh:
+        head = fh.readline()
+    if head.startswith(b"\xef\xbb\xbf"):  # a byte-order mark: leave it to pandas
+        return None
+    try:
+        line = head.decode("utf-8").rstrip("\r\n").replace(file_sep, sep)
+        return next(csv.reader([line], delimiter=sep))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+
+
+def _arrow_columns(table, wanted: dict[str, str], id_type: IdType) -> dict[str, np.ndarray] | None:
+    """The table's columns as the typed arrays of a Ratings frame, or None for anything unusual."""
     columns = {}
     for std, col in wanted.items():
         chunked = table.column(col)
@@ -334,7 +361,7 @@ def _read_text_fast(
                 return None
             columns[std] = values.astype(np.float32 if std == "rating" else np.int64)
         del chunked, values
-    return pd.DataFrame(columns, copy=False), 1 if names else 2
+    return columns
 
 
 def _fast_ids(chunked, id_type: IdType) -> np.ndarray | None:
@@ -443,7 +470,7 @@ def _ids(col: pd.Series, name: str, id_type: IdType, locate: _Locator) -> np.nda
             return col.astype(np.int64).to_numpy()
         return col.to_numpy(dtype=object)
     try:
-        arr, kind = id_kind_of(col, what=f"{locate.label}, column {name!r}: IDs")
+        arr, kind = id_type_of(col, what=f"{locate.label}, column {name!r}: IDs")
     except (TypeError, ValueError) as exc:
         raise RatingsError(str(exc)) from None
     if id_type == "int" and kind != "int":
@@ -528,67 +555,3 @@ def _resolve_duplicates(frame: pd.DataFrame, how: Duplicates, locate: _Locator) 
         np.maximum.at(latest, group, frame["timestamp"].to_numpy(np.int64))
         merged["timestamp"] = latest
     return merged, n_dup
-
-
-def read_pairs(
-    source: str | os.PathLike | pd.DataFrame,
-    *,
-    user_col: str = "user",
-    item_col: str = "item",
-    user_kind: str = "int",
-    item_kind: str = "int",
-    sep: str | None = None,
-) -> pd.DataFrame:
-    """Read (user, item) pairs to score, converting IDs to the kinds a model's registries hold.
-
-    Text IDs become ints when the registry holds ints (every value must then be an integer) and
-    stay strings otherwise. Returns a DataFrame with columns ``user`` and ``item``.
-    """
-    if isinstance(source, pd.DataFrame):
-        raw, label, first_line = source, "DataFrame", None
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise RatingsError(f"{path}: no such file")
-        raw, first_line = _read_text(path, None, sep)
-        label = str(path)
-    for col in (user_col, item_col):
-        if col not in raw.columns:
-            found = ", ".join(map(str, raw.columns)) or "none"
-            raise RatingsError(f"{label}{', line 1' if first_line else ''}: missing column {col!r} (found columns: {found})")
-    if len(raw) == 0:
-        raise RatingsError(f"{label}: empty input, expected at least one (user, item) pair")
-    locate = _Locator(label, first_line, None if first_line is None else Path(source))
-    return pd.DataFrame(
-        {
-            "user": _id_column(_ids(raw[user_col], user_col, user_kind, locate)),
-            "item": _id_column(_ids(raw[item_col], item_col, item_kind, locate)),
-        }
-    )
-
-
-def read_item_metadata(source: str | os.PathLike, *, id_col: str = "item", id_type: IdType = None, sep: str | None = None) -> pd.DataFrame:
-    """Read an item metadata file (CSV/TSV/parquet: an ID column plus titles, genres, ...).
-
-    The ID column follows the same type rule as :func:`read_ratings`; other columns are read
-    as pandas infers them. Returns a DataFrame whose ID column is named ``item``.
-    """
-    path = Path(source)
-    if not path.is_file():
-        raise RatingsError(f"{path}: no such file")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        raw, first_line = _read_parquet(path), None
-    else:
-        sep = sep or _sniff_sep(path)
-        try:
-            raw = pd.read_csv(path, sep=sep, dtype={id_col: str}, keep_default_na=False, engine="python" if len(sep) > 1 else "c")
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-            raise RatingsError(f"{path}: cannot parse item metadata ({exc})") from None
-        first_line = 2
-    if id_col not in raw.columns:
-        found = ", ".join(map(str, raw.columns)) or "none"
-        raise RatingsError(f"{path}: missing item ID column {id_col!r} (found columns: {found})")
-    ids = _ids(raw[id_col], id_col, id_type, _Locator(str(path), first_line))
-    meta = raw.drop(columns=[id_col])
-    meta.insert(0, "item", ids)
-    return meta

@@ -3,7 +3,7 @@
 Clicks, plays and purchases say what a user touched, not how much they liked it. :func:`fit_implicit`
 trains ``implicit``'s alternating least squares (``"als"``), Bayesian personalised ranking
 (``"bpr"``) or logistic matrix factorisation (``"lmf"``) on the same input as :func:`collabemb.fit`
-and returns an :class:`~collabemb.models.EmbeddingDotBias` with ``y_range=None``: its score
+and returns a :class:`~collabemb.fitted.FittedModel` whose module has ``y_range=None``: its score
 ``<p_u, q_i> + b_u + b_i`` is exactly the score ``implicit`` ranks by, so the artifact, the
 exports, similarity search, ``recommend`` and the command line work unchanged.
 :func:`fit_popularity` is the baseline every ranking model has to beat, in the same form.
@@ -41,9 +41,10 @@ ranking of the average user, ``<mean p, q_i> + b_i``, and an unseen item the ave
 
 Fold-in
 -------
-Hyperparameters, the model family (``params["model"]``) and the confidence options are recorded
-in ``model.history.params``, so :func:`fold_in_als` can fold new users into a loaded artifact with
-the same closed-form solve ``implicit``'s ``recalculate_user`` does.
+The model family, ALS's regularization and alpha and the confidence options are recorded in the
+fitted model's ``identity`` (saved in config.json), so :func:`collabemb.coldstart.fold_in_als` can
+fold new users into a loaded artifact with the same closed-form solve ``implicit``'s
+``recalculate_user`` does.
 
 BPR and LMF models have no fold-in. Their factors come from a fixed number of SGD / AdaGrad
 epochs over randomly sampled negatives, not from the optimum of an objective a new user could be
@@ -64,7 +65,7 @@ import sys
 import time
 import warnings
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -73,13 +74,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from collabemb.data import Ratings, read_ratings
+from collabemb.fitted import FittedModel, ModelIdentity
+from collabemb.history import FitHistory
+from collabemb.interactions import SeenItems, encode
 from collabemb.models import EmbeddingDotBias
-from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_kind_of
-from collabemb.train import FitHistory
-
-if TYPE_CHECKING:
-    from collabemb.coldstart import FoldIn
-    from collabemb.index import SimilarityIndex
+from collabemb.registry import IdRegistry
 
 Family = Literal["als", "bpr", "lmf"]
 Weighting = Literal["binary", "raw", "log"]
@@ -102,12 +101,6 @@ DEFAULTS: dict[str, dict[str, float | int]] = {
 }
 
 
-def model_family(model: EmbeddingDotBias) -> str:
-    """``"als"``, ``"bpr"``, ``"lmf"``, ``"popularity"`` or ``"rating"`` (a :func:`collabemb.fit` model)."""
-    params = model.history.params if model.history is not None else {}
-    return str(params.get("model", "rating"))
-
-
 def fit_implicit(
     ratings: Ratings | pd.DataFrame | str | os.PathLike,
     *,
@@ -123,8 +116,8 @@ def fit_implicit(
     threads: int = 1,
     progress: bool | None = None,
     **read_kwargs,
-) -> EmbeddingDotBias:
-    """Train an implicit-feedback model with ``implicit`` and return it as an EmbeddingDotBias.
+) -> FittedModel:
+    """Train an implicit-feedback model with ``implicit`` and return it as a FittedModel.
 
     Args:
         ratings: interactions: Ratings, a DataFrame (without a rating column every row weighs 1)
@@ -145,8 +138,8 @@ def fit_implicit(
         progress: ``implicit``'s progress bar; default on only when stderr is a terminal.
 
     Returns:
-        A fitted model with ``y_range=None``; ``model.history.params`` records the family, the
-        hyperparameters, the confidence options, counts and ``fit_seconds``.
+        A fitted model with ``y_range=None``; its ``identity`` names the family and what a
+        fold-in needs, ``history.params`` records the hyperparameters, counts and ``fit_seconds``.
     """
     if model not in FAMILIES:
         raise ValueError(f"model must be one of {', '.join(map(repr, FAMILIES))}, got {model!r}")
@@ -155,7 +148,7 @@ def fit_implicit(
         raise ValueError(f"n_factors must be >= 1, got {n_factors}")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
-    train = _read_interactions(ratings, read_kwargs)
+    train = read_interactions(ratings, read_kwargs)
     users, items, matrix = _interactions(train, threshold, weighting)
 
     algorithm = _algorithm_class(model)  # imported first: threadpool_limits only reaches loaded BLAS libraries
@@ -166,130 +159,38 @@ def fit_implicit(
     seconds = time.perf_counter() - t0
 
     user_f, user_b, item_f, item_b = _split_factors(model, algo.user_factors, algo.item_factors, n_factors)
-    out = _model_from_tables(users, items, user_f, user_b, item_f, item_b)
-    out.seen_items = _seen_from_matrix(matrix)
-    out.history = FitHistory(
-        params={
-            "model": model, "n_factors": n_factors, **hyper, "threshold": _plain(threshold), "weighting": weighting,
-            "seed": seed, "threads": threads, "n_train": len(train), "n_interactions": int(matrix.nnz),
-            "n_dropped": len(train) - int(matrix.nnz), "fit_seconds": seconds, "implicit_version": version("implicit"),
-            "row0": "mean of the known rows (not trained)",
-        }
+    module = _model_from_tables(users, items, user_f, user_b, item_f, item_b)
+    identity = ModelIdentity(
+        family=model,
+        row0="mean",
+        threshold=_plain(threshold),
+        weighting=weighting,
+        regularization=hyper["regularization"] if model == "als" else None,
+        alpha=hyper.get("alpha"),
     )
-    return out
+    counts = {"n_train": len(train), "n_interactions": int(matrix.nnz), "n_dropped": len(train) - int(matrix.nnz)}
+    params = {"n_factors": n_factors, **hyper, "seed": seed, "threads": threads, **counts}
+    history = FitHistory(params={**params, "fit_seconds": seconds, "implicit_version": version("implicit")})
+    return FittedModel(module, identity, history, SeenItems.from_csr(matrix))
 
 
-def fit_popularity(
-    ratings: Ratings | pd.DataFrame | str | os.PathLike, *, threshold: float | None = None, **read_kwargs
-) -> EmbeddingDotBias:
+def fit_popularity(ratings: Ratings | pd.DataFrame | str | os.PathLike, *, threshold: float | None = None, **read_kwargs) -> FittedModel:
     """The popularity baseline: every user gets the items with the most interactions.
 
-    Returned as an EmbeddingDotBias (``y_range=None``, one factor, all factors zero) whose item
+    Returned as a FittedModel (``y_range=None``, one factor, all factors zero) whose item
     bias is the number of kept training interactions of the item (``threshold`` as in
     :func:`fit_implicit`), so every item's score is its count and the ranking is the same for
     every user. Row 0 of the item table holds the mean count.
     """
-    train = _read_interactions(ratings, read_kwargs)
+    train = read_interactions(ratings, read_kwargs)
     users, items, matrix = _interactions(train, threshold, "binary")
     counts = np.bincount(matrix.indices, minlength=len(items)).astype(np.float32)
     zeros_u = np.zeros((len(users), 1), np.float32)
     zeros_i = np.zeros((len(items), 1), np.float32)
-    out = _model_from_tables(users, items, zeros_u, np.zeros(len(users), np.float32), zeros_i, counts)
-    out.seen_items = _seen_from_matrix(matrix)
-    out.history = FitHistory(
-        params={
-            "model": POPULARITY, "n_factors": 1, "threshold": _plain(threshold), "n_train": len(train),
-            "n_interactions": int(matrix.nnz), "n_dropped": len(train) - int(matrix.nnz),
-            "row0": "item row 0: the mean count (not trained)",
-        }
-    )
-    return out
-
-
-def fold_in_als(
-    model: EmbeddingDotBias,
-    interactions: Ratings | pd.DataFrame | str | os.PathLike,
-    *,
-    add: bool = False,
-    index: SimilarityIndex | None = None,
-    **read_kwargs,
-) -> FoldIn:
-    """Factors for new users of an ALS model by ALS's own closed-form user solve; items stay fixed.
-
-    For each user this solves ``(Y^T C_u Y + reg * I) x_u = Y^T C_u p_u`` over the model's item
-    factors ``Y`` (rows 1..n) with the confidences built from the threshold, weighting and alpha
-    recorded at training: the computation of ``implicit``'s ``recalculate_user``, so it works on
-    a model loaded from an artifact. Interactions with items the model does not know are skipped
-    (``n_ignored``); a user left with none (all skipped or below the threshold) gets row 0, the
-    average user (``source="unknown_slot"``).
-
-    Args:
-        model: an ALS model (``model.history.params["model"] == "als"``).
-        interactions: ``user``, ``item`` and optionally ``rating`` columns, read like
-            :func:`fit_implicit`'s input. A DataFrame without a ``user`` column is one
-            anonymous user.
-        add: append the new users to ``model.users`` and the tables (and to ``model.seen_items``,
-            ``model.index`` and ``index``), as :func:`collabemb.coldstart.fold_in_users` does; the
-            IDs must be new. Without ``add`` a known user's factors are re-estimated and returned,
-            the model is left unchanged.
-
-    Returns:
-        A :class:`~collabemb.coldstart.FoldIn` (``side="user"``; biases are 0: ALS has none;
-        ``iterations`` is 1 for a solved user, the closed form being exact). Its
-        ``rated_query`` / ``rated_rows`` list every interaction with a known item, those below
-        the threshold too, so that recommendations can leave out everything the user touched.
-    """
-    from collabemb.coldstart import FoldIn, _add
-
-    params = model.history.params if model.history is not None else {}
-    if params.get("model") != "als":
-        raise ValueError(f"fold_in_als needs an ALS model from fit_implicit(model='als'); this one is {model_family(model)!r}")
-    user_col = read_kwargs.get("user_col", "user")
-    anonymous = isinstance(interactions, pd.DataFrame) and user_col not in interactions.columns
-    if anonymous:
-        if add:
-            raise ValueError("add=True needs user IDs: give the interactions a 'user' column")
-        interactions = interactions.assign(**{user_col: 0})
-    frame = _read_interactions(interactions, read_kwargs).frame
-    codes, uniques = pd.factorize(frame["user"].to_numpy(), sort=False)
-    ids = None if anonymous else id_kind_of(uniques, what="user IDs")[0]
-    if add and model.users.known(ids).any():
-        raise ValueError(f"user {ids[model.users.known(ids)][0]!r} is already known; add=True appends new IDs only")
-    values = frame["rating"].to_numpy(np.float64)
-    item_rows = model.items.encode(frame["item"])
-    known = item_rows != UNKNOWN_ROW
-    keep = known & _kept(values, params.get("threshold"))
-    n = len(uniques)
-    cui = sp.csr_matrix(
-        (_weights(values[keep], str(params.get("weighting", "binary"))) * float(params["alpha"]), (codes[keep], item_rows[keep] - 1)),
-        shape=(n, len(model.items)),
-    )
-    cui.sum_duplicates()
-    n_used = np.diff(cui.indptr)
-    solved = n_used > 0
-    vectors = np.repeat(model.u_weight.weight.detach().cpu().numpy()[:1], n, axis=0)
-    item_f = model.i_weight.weight.detach().cpu().numpy()[1:].astype(np.float64)
-    vectors[solved] = _als_solve(item_f, cui[solved], float(params["regularization"])).astype(np.float32)
-    biases = np.full(n, float(model.u_bias.weight.detach()[0, 0]), dtype=np.float32)
-    biases[solved] = 0.0  # ALS has no biases
-    seen = np.unique(codes[known].astype(np.int64) * model.items.n_rows + item_rows[known])
-    fold = FoldIn(
-        side="user",
-        ids=ids,
-        vectors=vectors,
-        biases=biases,
-        source=np.where(solved, "fold_in", "unknown_slot").astype(object),
-        n_ratings=n_used.astype(np.int64),
-        n_ignored=np.bincount(codes[~known], minlength=n).astype(np.int64),
-        iterations=solved.astype(np.int64),
-        converged=np.ones(n, dtype=bool),
-        rows=None,
-        rated_query=seen // model.items.n_rows,
-        rated_rows=seen % model.items.n_rows,
-    )
-    if add:
-        _add(model, fold, index, seen_pairs=True)
-    return fold
+    module = _model_from_tables(users, items, zeros_u, np.zeros(len(users), np.float32), zeros_i, counts)
+    identity = ModelIdentity(family=POPULARITY, row0="mean_count", threshold=_plain(threshold))
+    history = FitHistory(params={"n_train": len(train), "n_interactions": int(matrix.nnz), "n_dropped": len(train) - int(matrix.nnz)})
+    return FittedModel(module, identity, history, SeenItems.from_csr(matrix))
 
 
 # --- building blocks -----------------------------------------------------------
@@ -315,7 +216,7 @@ def _hyperparameters(family: str, iterations, regularization, alpha, learning_ra
     return {k: (int(v) if k in ("iterations", "neg_prop") else float(v)) for k, v in hyper.items()}
 
 
-def _read_interactions(source, read_kwargs: dict) -> Ratings:
+def read_interactions(source, read_kwargs: dict) -> Ratings:
     """read_ratings, except that a DataFrame without the rating column weighs every row 1."""
     if isinstance(source, pd.DataFrame):
         rating_col = read_kwargs.get("rating_col", "rating")
@@ -324,11 +225,11 @@ def _read_interactions(source, read_kwargs: dict) -> Ratings:
     return read_ratings(source, **read_kwargs)
 
 
-def _kept(values: np.ndarray, threshold) -> np.ndarray:
+def kept_mask(values: np.ndarray, threshold) -> np.ndarray:
     return np.ones(len(values), dtype=bool) if threshold is None else values >= float(threshold)
 
 
-def _weights(values: np.ndarray, weighting: str) -> np.ndarray:
+def interaction_weights(values: np.ndarray, weighting: str) -> np.ndarray:
     """(n,) float64 weights ``w`` of kept interaction values (module docstring)."""
     if weighting == "binary":
         return np.ones(len(values))
@@ -350,31 +251,13 @@ def _interactions(train: Ratings, threshold, weighting: str) -> tuple[IdRegistry
     """
     frame = train.frame
     values = frame["rating"].to_numpy(np.float64)
-    keep = _kept(values, threshold)
+    keep = kept_mask(values, threshold)
     if not keep.any():
         raise ValueError(f"no interaction is >= threshold {threshold} ({len(frame)} rows, largest value {values.max():g})")
-    weights = _weights(values[keep], weighting)
-    user_ids = frame["user"].to_numpy()[keep]
-    item_ids = frame["item"].to_numpy()[keep]
-    users = IdRegistry(user_ids, name="user")
-    items = IdRegistry(item_ids, name="item")
-    matrix = sp.csr_matrix(
-        (weights.astype(np.float32), (users.encode(user_ids) - 1, items.encode(item_ids) - 1)),
-        shape=(len(users), len(items)),
-    )
-    matrix.sort_indices()
-    return users, items, matrix
-
-
-def _seen_from_matrix(matrix: sp.csr_matrix):
-    """The trained interactions as ``SeenItems`` (registry rows: CSR row/column + 1), no re-encoding.
-
-    Rows dropped by ``threshold`` are not in it; ``model.set_seen_items(all_ratings)`` adds them.
-    """
-    from collabemb.index import SeenItems  # index -> artifact -> train: imported here
-
-    indptr = np.concatenate([[0], matrix.indptr]).astype(np.int64)  # row 0, the unknown slot, saw nothing
-    return SeenItems(indptr, (matrix.indices + 1).astype(np.int32))
+    kept = train.subset(keep) if not keep.all() else train
+    weights = interaction_weights(values[keep], weighting).astype(np.float32)
+    data = encode(Ratings(kept.frame.assign(rating=weights), train.source))
+    return data.users, data.items, data.tocsr()
 
 
 def _algorithm_class(family: str) -> type:
@@ -405,17 +288,30 @@ def _make_algorithm(cls: type, family: str, n_factors: int, hyper: dict, seed: i
     warns otherwise)."""
     if family == "als":
         return cls(
-            factors=n_factors, regularization=hyper["regularization"], alpha=hyper["alpha"],
-            iterations=hyper["iterations"], num_threads=threads, random_state=seed,
+            factors=n_factors,
+            regularization=hyper["regularization"],
+            alpha=hyper["alpha"],
+            iterations=hyper["iterations"],
+            num_threads=threads,
+            random_state=seed,
         )
     if family == "bpr":
         return cls(
-            factors=n_factors, learning_rate=hyper["learning_rate"], regularization=hyper["regularization"],
-            iterations=hyper["iterations"], num_threads=threads, random_state=seed,
+            factors=n_factors,
+            learning_rate=hyper["learning_rate"],
+            regularization=hyper["regularization"],
+            iterations=hyper["iterations"],
+            num_threads=threads,
+            random_state=seed,
         )
     return cls(
-        factors=n_factors, learning_rate=hyper["learning_rate"], regularization=hyper["regularization"],
-        iterations=hyper["iterations"], neg_prop=hyper["neg_prop"], num_threads=threads, random_state=seed,
+        factors=n_factors,
+        learning_rate=hyper["learning_rate"],
+        regularization=hyper["regularization"],
+        iterations=hyper["iterations"],
+        neg_prop=hyper["neg_prop"],
+        num_threads=threads,
+        random_state=seed,
     )
 
 
@@ -444,7 +340,9 @@ def _split_factors(family: str, user: np.ndarray, item: np.ndarray, k: int) -> t
 
 def _expect_width(user: np.ndarray, item: np.ndarray, width: int) -> None:
     if user.shape[1] != width or item.shape[1] != width:
-        raise RuntimeError(f"implicit returned factors of width {user.shape[1]}/{item.shape[1]}, expected {width}; unsupported implicit version?")
+        raise RuntimeError(
+            f"implicit returned factors of width {user.shape[1]}/{item.shape[1]}, expected {width}; unsupported implicit version?"
+        )
 
 
 def _expect_ones(column: np.ndarray, what: str) -> None:
@@ -458,7 +356,10 @@ def _model_from_tables(
     """An EmbeddingDotBias (identity link) with rows 1..n from the tables and row 0 their mean."""
     model = EmbeddingDotBias(users, items, n_factors=user_f.shape[1], y_range=None)
     for emb, table in (
-        (model.u_weight, user_f), (model.i_weight, item_f), (model.u_bias, user_b[:, None]), (model.i_bias, item_b[:, None]),
+        (model.u_weight, user_f),
+        (model.i_weight, item_f),
+        (model.u_bias, user_b[:, None]),
+        (model.i_bias, item_b[:, None]),
     ):
         # a new Parameter over the numpy buffer: torch's parallel copy_ costs ~16 ms per table on
         # a busy 2-core machine (OpenMP waits), more than the rest of the wrapper together
@@ -471,24 +372,6 @@ def _with_mean_row(table: np.ndarray) -> np.ndarray:
     table = np.asarray(table, dtype=np.float32)
     mean = table.mean(axis=0, dtype=np.float64, keepdims=True).astype(np.float32)
     return np.concatenate([mean, table])
-
-
-def _als_solve(item_f: np.ndarray, cui: sp.csr_matrix, regularization: float) -> np.ndarray:
-    """(n_users, k) float64 exact ALS user factors for confidences ``cui`` (positive entries).
-
-    ``A_u = Y^T Y + reg * I + sum_i (c_ui - 1) y_i y_i^T`` and ``b_u = sum_i c_ui y_i``, the
-    same system ``implicit`` builds in ``recalculate_user``.
-    """
-    k = item_f.shape[1]
-    base = item_f.T @ item_f + regularization * np.eye(k)
-    out = np.empty((cui.shape[0], k))
-    for u in range(cui.shape[0]):
-        cols = cui.indices[cui.indptr[u] : cui.indptr[u + 1]]
-        c = cui.data[cui.indptr[u] : cui.indptr[u + 1]]
-        y = item_f[cols]
-        a = base + (y.T * (c - 1.0)) @ y
-        out[u] = np.linalg.solve(a, y.T @ c)
-    return out
 
 
 def _plain(value):

@@ -19,13 +19,16 @@ length:
 * AP@k = ``sum_j h_j * precision@(j + 1) / min(k, R)``; MAP@k is its mean over users.
 * catalogue coverage@k: distinct items recommended to anyone, divided by the catalogue size.
 
-:func:`evaluate` scores a model: RMSE and MAE for rating models, the ranking metrics for every
-model, recommending for each test user the top k of the model's known items by score, with the
-user's training items excluded.
+:func:`evaluate` scores a fitted model: RMSE and MAE for rating models, the ranking metrics for
+every model, recommending for each test user the top k of the model's known items by score, with
+the user's training items excluded. Test pairs that are themselves among the excluded pairs can
+never be hit; evaluate counts them (``excluded_test_pairs``) and warns
+(:class:`ExcludedTestPairsWarning`) rather than report metrics that silently undercount.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,8 +36,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from collabemb.data import Ratings, read_ratings
+from collabemb.fitted import FittedModel
 from collabemb.models import EmbeddingDotBias
-from collabemb.registry import UNKNOWN_ROW
+from collabemb.registry import UNKNOWN_ROW, IdRegistry
 
 #: Scores computed at once while ranking: users per batch = this // number of items.
 SCORE_BLOCK = 1 << 24
@@ -122,17 +126,17 @@ def ranking_metrics(recommended: np.ndarray, relevant, *, n_items: int) -> dict[
     return out
 
 
-def rating_errors(model: EmbeddingDotBias, test: Ratings) -> dict[str, float]:
+def rating_errors(fitted: FittedModel, test: Ratings) -> dict[str, float]:
     """``{"rmse", "mae"}`` of a rating model's predictions on ``test`` (unseen IDs use row 0)."""
-    if model.y_range is None:
+    if fitted.y_range is None:
         raise ValueError("RMSE and MAE need a rating model (y_range set); this model's scores are not ratings")
-    pred = model.predict(test.frame["user"], test.frame["item"])["prediction"].to_numpy(np.float64)
+    pred = fitted.predict(test.frame["user"], test.frame["item"])["prediction"].to_numpy(np.float64)
     err = pred - test.frame["rating"].to_numpy(np.float64)
     return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
 
 
 def top_k_rows(
-    model: EmbeddingDotBias, user_rows: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None
+    model: FittedModel | EmbeddingDotBias, user_rows: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k best-scoring known items (rows 1..n) for each user row, best first.
 
@@ -140,6 +144,7 @@ def top_k_rows(
     model the sigmoid is monotone, so this is the ranking by predicted rating).
 
     Args:
+        model: a fitted model, or its module.
         user_rows: (n,) int64 user table rows (0 is the unknown slot).
         exclude: optional (n, n_item_rows) sparse matrix; a stored entry at (u, row) removes
             that item row from user u's candidates.
@@ -149,17 +154,18 @@ def top_k_rows(
         and (n, k) float32 scores (-inf there).
     """
     user_rows = np.asarray(user_rows, dtype=np.int64)
-    n_items = len(model.items)
+    n_item_rows = model.registry("item").n_rows
+    n_items = n_item_rows - 1
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if exclude is not None:
         exclude = sp.csr_matrix(exclude)
-        if exclude.shape != (len(user_rows), model.items.n_rows):
-            raise ValueError(f"exclude must have shape {(len(user_rows), model.items.n_rows)}, got {exclude.shape}")
-    users = model.u_weight.weight.detach().cpu().numpy()
-    items = model.i_weight.weight.detach().cpu().numpy()[1:]
-    item_bias = model.i_bias.weight.detach().cpu().numpy()[1:, 0]
+        if exclude.shape != (len(user_rows), n_item_rows):
+            raise ValueError(f"exclude must have shape {(len(user_rows), n_item_rows)}, got {exclude.shape}")
+    users = model.tables("user")[0]
+    item_weight, item_bias = model.tables("item")
+    items, item_bias = item_weight[1:], item_bias[1:]
     take = min(k, n_items)
     out_rows = np.full((len(user_rows), k), -1, dtype=np.int64)
     out_scores = np.full((len(user_rows), k), -np.inf, dtype=np.float32)
@@ -172,7 +178,10 @@ def top_k_rows(
             cols = block.col - 1  # item row r is column r - 1 of the scores
             inside = cols >= 0
             scores[block.row[inside], cols[inside]] = -np.inf
-        part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < n_items else np.tile(np.arange(n_items), (stop - start, 1))
+        if take < n_items:
+            part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        else:
+            part = np.tile(np.arange(n_items), (stop - start, 1))
         part_scores = np.take_along_axis(scores, part, axis=1)
         order = np.lexsort((part, -part_scores), axis=1)  # best score first, ties by row
         best = np.take_along_axis(part, order, axis=1)
@@ -183,8 +192,16 @@ def top_k_rows(
     return out_rows, out_scores
 
 
+class ExcludedTestPairsWarning(UserWarning):
+    """Relevant test pairs are among the pairs :func:`evaluate` excludes as seen, so no list can hit them.
+
+    The usual cause is validation or test ratings stored as training pairs (a model fitted on
+    all ratings, or ``set_seen_items`` given them); the ranking metrics are then too low.
+    """
+
+
 def evaluate(
-    model: EmbeddingDotBias,
+    fitted: FittedModel,
     test: Ratings | pd.DataFrame | str,
     *,
     train: Ratings | pd.DataFrame | str | None = None,
@@ -193,81 +210,109 @@ def evaluate(
     exclude_seen: bool = True,
     **read_kwargs,
 ) -> dict[str, float]:
-    """Score ``model`` on held-out ``test`` interactions.
+    """Score a fitted model on held-out ``test`` interactions.
 
     Every distinct user of ``test`` gets a top-k list of the model's known items, ranked by score
     (users the model does not know are answered by row 0, as ``predict`` would), with the items
     the user has in training left out.
 
     Args:
+        fitted: the fitted model.
         test: held-out interactions (``read_kwargs`` go to :func:`~collabemb.data.read_ratings`).
         train: the training interactions, whose items are excluded per user (all of them, also
             those below a training threshold) and whose items are the catalogue for coverage.
-            Default: ``model.seen_items`` when the model holds them (catalogue: its known items).
+            Default: ``fitted.seen_items`` (catalogue: the model's known items).
         k: list length.
         threshold: test rows with a rating below this are not relevant (``threshold=4``: only
             4 and 5 stars count as hits). None: every test row is relevant.
-        exclude_seen: False ranks training items too; otherwise ``train`` or ``model.seen_items``
-            is required, so seen items are never silently left in.
+        exclude_seen: False ranks training items too; otherwise ``train`` or a non-empty
+            ``fitted.seen_items`` is required, so seen items are never silently left in.
 
     Returns:
         For a rating model ``rmse`` and ``mae`` over all test rows, then for every model the
-        :func:`ranking_metrics` and ``users``, the number of test users with a relevant item.
+        :func:`ranking_metrics`, ``users`` (test users with a relevant item) and
+        ``excluded_test_pairs``: relevant test pairs (known user and item) that are among the
+        excluded pairs and so can never be hit. When there are any, an
+        :class:`ExcludedTestPairsWarning` says how many.
     """
     test = read_ratings(test, **read_kwargs)
     train = read_ratings(train, **read_kwargs) if train is not None else None
     out: dict[str, float] = {}
-    if model.y_range is not None:
-        out.update(rating_errors(model, test))
+    if fitted.y_range is not None:
+        out.update(rating_errors(fitted, test))
     frame = test.frame
     user_ids = pd.unique(frame["user"].to_numpy())
     user_index = pd.Index(user_ids)
-    user_rows = model.users.encode(user_ids)
+    user_rows = fitted.users.encode(user_ids)
     keep = np.ones(len(frame), dtype=bool) if threshold is None else frame["rating"].to_numpy(np.float64) >= float(threshold)
-    relevant = _relevant_matrix(model, user_index.get_indexer(frame["user"].to_numpy()[keep]), frame["item"].to_numpy()[keep], len(user_ids))
-    exclude = None
-    if exclude_seen:
-        if train is not None:
-            exclude = _seen_matrix(model, user_index, train)
-        elif getattr(model, "seen_items", None) is not None:
-            query, item_rows = model.seen_items.items_of(user_rows)
-            exclude = sp.csr_matrix((np.ones(len(query), np.int8), (query, item_rows)), shape=(len(user_ids), model.items.n_rows))
-        else:
-            raise ValueError(
-                "excluding seen items needs the training interactions: pass train= (or store them with "
-                "model.set_seen_items(train)), or exclude_seen=False to rank training items too"
-            )
-    rows, _ = top_k_rows(model, user_rows, k, exclude=exclude)
-    n_catalogue = train.frame["item"].nunique() if train is not None else len(model.items)
+    user_codes = user_index.get_indexer(frame["user"].to_numpy()[keep])
+    item_rows = fitted.items.encode(frame["item"].to_numpy()[keep])
+    relevant = _relevant_matrix(fitted.items, user_codes, item_rows, frame["item"].to_numpy()[keep], len(user_ids))
+    exclude = _exclusions(fitted, user_index, user_rows, train) if exclude_seen else None
+    rows, _ = top_k_rows(fitted, user_rows, k, exclude=exclude)
+    n_catalogue = train.frame["item"].nunique() if train is not None else len(fitted.items)
     out.update(ranking_metrics(rows, relevant, n_items=max(n_catalogue, 1)))
+    excluded = _excluded_test_pairs(exclude, user_codes, user_rows[user_codes], item_rows) if exclude is not None else 0
+    if excluded:
+        which = "test pairs" if threshold is None else "relevant test pairs"
+        warnings.warn(
+            ExcludedTestPairsWarning(
+                f"{excluded} of {len(item_rows)} {which} are among the excluded training pairs (seen items) and can never be hit; "
+                "were validation/test pairs stored as training pairs?"
+            ),
+            stacklevel=2,
+        )
+    out["excluded_test_pairs"] = excluded
     return out
 
 
 # --- helpers -------------------------------------------------------------------
 
 
-def _relevant_matrix(model: EmbeddingDotBias, user_codes: np.ndarray, item_ids: np.ndarray, n_users: int) -> sp.csr_matrix:
+def _exclusions(fitted: FittedModel, user_index: pd.Index, user_rows: np.ndarray, train: Ratings | None) -> sp.csr_matrix:
+    """(n_test_users, n_item_rows) marks of the items to leave out of each test user's list."""
+    if train is not None:
+        return _seen_matrix(fitted.items, user_index, train)
+    if len(fitted.seen_items) == 0:
+        raise ValueError(
+            "excluding seen items needs the training interactions: pass train= (or store them with "
+            "fitted.set_seen_items(train)), or exclude_seen=False to rank training items too"
+        )
+    query, item_rows = fitted.seen_items.items_of(user_rows)
+    return sp.csr_matrix((np.ones(len(query), np.int8), (query, item_rows)), shape=(len(user_index), fitted.items.n_rows))
+
+
+def _excluded_test_pairs(exclude: sp.csr_matrix, user_codes: np.ndarray, user_rows: np.ndarray, item_rows: np.ndarray) -> int:
+    """How many (test user, item row) pairs with a known user and item are marked in ``exclude``."""
+    known = (user_rows != UNKNOWN_ROW) & (item_rows != UNKNOWN_ROW)
+    if not known.any():
+        return 0
+    marked = np.asarray(exclude[user_codes[known], item_rows[known]]).ravel()
+    return int(np.count_nonzero(marked))
+
+
+def _relevant_matrix(items: IdRegistry, user_codes: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray, n_users: int) -> sp.csr_matrix:
     """(n_users, cols) relevance in item-row space; items the model does not know get columns of
     their own beyond its rows, so they count as relevant but can never be hit."""
-    rows = model.items.encode(item_ids)
+    rows = item_rows
     unknown = rows == UNKNOWN_ROW
     if unknown.any():
         codes, _ = pd.factorize(item_ids[unknown])
         rows = rows.copy()
-        rows[unknown] = model.items.n_rows + codes
+        rows[unknown] = items.n_rows + codes
     width = int(rows.max(initial=0)) + 1
     matrix = sp.csr_matrix((np.ones(len(rows), np.int8), (user_codes, rows)), shape=(n_users, width))
     matrix.sum_duplicates()
     return matrix
 
 
-def _seen_matrix(model: EmbeddingDotBias, user_index: pd.Index, train: Ratings) -> sp.csr_matrix:
+def _seen_matrix(items: IdRegistry, user_index: pd.Index, train: Ratings) -> sp.csr_matrix:
     """(n_test_users, n_item_rows) marks of the known items each test user has in ``train``."""
     f = train.frame
     codes = user_index.get_indexer(f["user"].to_numpy())
-    rows = model.items.encode(f["item"].to_numpy())
+    rows = items.encode(f["item"].to_numpy())
     ok = (codes >= 0) & (rows != UNKNOWN_ROW)
-    return sp.csr_matrix((np.ones(int(ok.sum()), np.int8), (codes[ok], rows[ok])), shape=(len(user_index), model.items.n_rows))
+    return sp.csr_matrix((np.ones(int(ok.sum()), np.int8), (codes[ok], rows[ok])), shape=(len(user_index), items.n_rows))
 
 
 def _as_recommended(recommended) -> np.ndarray:

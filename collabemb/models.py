@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_kind_of
+from collabemb.registry import UNKNOWN_ROW, IdRegistry, Unknown
 
-if TYPE_CHECKING:
-    from collabemb.train import FitHistory
+#: Which table: the users' or the items'. One word for it across Python and the command line.
+Table = Literal["user", "item"]
+TABLES: tuple[str, ...] = ("user", "item")
+#: The module's four parameter tables, by their (fastai-compatible) names.
+TABLE_NAMES = ("u_weight", "i_weight", "u_bias", "i_bias")
+
+
+def check_table(table: str) -> Table:
+    """``table`` if it is ``"user"`` or ``"item"``, else a ValueError saying so."""
+    if table not in TABLES:
+        raise ValueError(f"table must be 'user' or 'item', got {table!r}")
+    return table  # type: ignore[return-value]
 
 
 class EmbeddingDotBias(nn.Module):
@@ -33,11 +42,12 @@ class EmbeddingDotBias(nn.Module):
     Parameters (torch names, fastai-compatible):
         u_weight: ``nn.Embedding(n_user_rows, k)``; i_weight: ``nn.Embedding(n_item_rows, k)``;
         u_bias: ``nn.Embedding(n_user_rows, 1)``; i_bias: ``nn.Embedding(n_item_rows, 1)``.
+
+    The registries are immutable; :meth:`append_rows` replaces them with extended copies, so a
+    registry handed out earlier (to an export, an ``IdEmbedding``) stays valid.
     """
 
-    def __init__(
-        self, users: IdRegistry, items: IdRegistry, n_factors: int = 64, y_range: tuple[float, float] | None = (0.5, 5.5)
-    ):
+    def __init__(self, users: IdRegistry, items: IdRegistry, n_factors: int = 64, y_range: tuple[float, float] | None = (0.5, 5.5)):
         super().__init__()
         if y_range is not None:
             lo, hi = (float(v) for v in y_range)
@@ -54,14 +64,6 @@ class EmbeddingDotBias(nn.Module):
         self.i_weight = nn.Embedding(items.n_rows, n_factors)
         self.u_bias = nn.Embedding(users.n_rows, 1)
         self.i_bias = nn.Embedding(items.n_rows, 1)
-        self.history: FitHistory | None = None
-        #: Optional item metadata (titles, genres...): a DataFrame with an ``item`` column of raw IDs.
-        self.item_metadata: pd.DataFrame | None = None
-        #: Optional training (user, item) pairs as a ``collabemb.index.SeenItems``, for
-        #: ``recommend(exclude_seen=True)``; set by :meth:`set_seen_items`, saved with the model.
-        self.seen_items = None
-        #: Optional ``collabemb.index.SimilarityIndex`` set by :meth:`build_index`; saved with the model.
-        self.index = None
         self.reset_parameters(torch.Generator().manual_seed(0))
 
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -86,38 +88,46 @@ class EmbeddingDotBias(nn.Module):
         return lo + (hi - lo) * torch.sigmoid(self.logits(user_idx, item_idx))
 
     # --- the raw-ID side -----------------------------------------------------
-    def _registry(self, is_item: bool) -> IdRegistry:
-        return self.items if is_item else self.users
+    def registry(self, table: Table) -> IdRegistry:
+        """The user or item registry."""
+        return self.items if check_table(table) == "item" else self.users
 
-    def rows(self, raw_ids, *, is_item: bool = False, unknown: str = "zero") -> np.ndarray:
+    def tables(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
+        """``((n_rows, k) float32 weights, (n_rows,) float32 biases)`` of one table, as CPU numpy
+        arrays (views of the parameters when they live on the CPU)."""
+        check_table(table)
+        weight = (self.i_weight if table == "item" else self.u_weight).weight
+        bias = (self.i_bias if table == "item" else self.u_bias).weight
+        return weight.detach().to("cpu", torch.float32).numpy(), bias.detach().to("cpu", torch.float32).numpy()[:, 0]
+
+    def rows(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
         """(n,) int64 table rows of raw IDs; unseen IDs get row 0 (or raise with ``unknown="raise"``)."""
-        return self._registry(is_item).encode(raw_ids, unknown=unknown)
+        return self.registry(table).encode(raw_ids, unknown=unknown)
 
-    def weight(self, raw_ids, *, is_item: bool = False, unknown: str = "zero") -> np.ndarray:
+    def weight(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
         """(n, n_factors) float32 embeddings of raw IDs; unseen IDs get the trained unknown row 0."""
-        table = (self.i_weight if is_item else self.u_weight).weight
-        rows = self.rows(raw_ids, is_item=is_item, unknown=unknown)
-        return table.detach().cpu().numpy()[rows]
+        rows = self.rows(raw_ids, table, unknown=unknown)
+        return self.tables(table)[0][rows]
 
-    def bias(self, raw_ids, *, is_item: bool = False, unknown: str = "zero") -> np.ndarray:
+    def bias(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
         """(n,) float32 biases (logit units) of raw IDs; unseen IDs get row 0's bias."""
-        table = (self.i_bias if is_item else self.u_bias).weight
-        rows = self.rows(raw_ids, is_item=is_item, unknown=unknown)
-        return table.detach().cpu().numpy()[rows, 0]
+        rows = self.rows(raw_ids, table, unknown=unknown)
+        return self.tables(table)[1][rows]
 
     @torch.no_grad()
-    def predict(self, users, items, *, batch_size: int = 1 << 20) -> pd.DataFrame:
+    def predict(self, users, items, *, unknown: Unknown = "unknown_slot", batch_size: int = 1 << 20) -> pd.DataFrame:
         """Predicted ratings for (user, item) pairs given by raw ID.
 
         Args:
-            users, items: (n,) raw IDs, paired element-wise. Unseen IDs use the unknown slot.
+            users, items: (n,) raw IDs, paired element-wise.
+            unknown: ``"unknown_slot"``: unseen IDs use the trained row 0; ``"raise"``: refuse them.
 
         Returns:
             DataFrame with n rows: ``user``, ``item``, ``prediction`` (float32, inside y_range),
             ``user_known``, ``item_known`` (bool: False where the unknown slot answered).
         """
-        u = self.users.encode(users)
-        i = self.items.encode(items)
+        u = self.users.encode(users, unknown=unknown)
+        i = self.items.encode(items, unknown=unknown)
         if len(u) != len(i):
             raise ValueError(f"users and items must have the same length, got {len(u)} and {len(i)}")
         device = self.u_weight.weight.device
@@ -139,102 +149,31 @@ class EmbeddingDotBias(nn.Module):
             }
         )
 
-    def set_item_metadata(self, frame: pd.DataFrame, *, id_col: str = "item") -> None:
-        """Attach item metadata (one row per raw item ID, e.g. title and genres); saved with the model.
+    # --- growth ----------------------------------------------------------------
+    @torch.no_grad()
+    def append_rows(self, table: Table, raw_ids, vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
+        """Append new IDs with their (n, k) vectors and (n,) biases to one table; returns their rows.
 
-        The ID column must hold the same kind of IDs as the item registry; it is renamed ``item``.
-        Rows for IDs the model does not know are kept (they may be added later).
+        The IDs must all be new. The registry is replaced by an extended copy (the old one is
+        not touched) and the two tables grow by ``n`` rows; existing rows never move.
         """
-        if id_col not in frame.columns:
-            raise ValueError(f"item metadata has no column {id_col!r} (found: {', '.join(map(str, frame.columns))})")
-        ids, kind = id_kind_of(frame[id_col], what=f"item metadata column {id_col!r}")
-        if len(ids) and kind != self.items.kind:
-            raise TypeError(f"item metadata IDs are {kind}, the model's item IDs are {self.items.kind}")
-        meta = frame.drop(columns=[id_col]).copy()
-        meta.insert(0, "item", ids)
-        if meta["item"].duplicated().any():
-            dup = meta["item"][meta["item"].duplicated()].iloc[0]
-            raise ValueError(f"item metadata repeats item {dup!r}")
-        self.item_metadata = meta.reset_index(drop=True)
-
-    # --- getting the embeddings out (collabemb.export) -------------------------
-    def user_embeddings(self, *, form: str = "frame", unknown: str = "include", metadata=None, metadata_id_col: str | None = None):
-        """User table by raw ID: a DataFrame (``form="frame"``) or ``(ids, matrix, bias)`` arrays
-        (``form="arrays"``); row 0 first unless ``unknown="exclude"``. See :mod:`collabemb.export`."""
-        from collabemb.export import embeddings
-
-        return embeddings(self, "user", form=form, unknown=unknown, metadata=metadata, metadata_id_col=metadata_id_col)
-
-    def item_embeddings(self, *, form: str = "frame", unknown: str = "include", metadata=None, metadata_id_col: str | None = None):
-        """Item table by raw ID, as :meth:`user_embeddings`; ``metadata=True`` joins ``item_metadata``."""
-        from collabemb.export import embeddings
-
-        return embeddings(self, "item", form=form, unknown=unknown, metadata=metadata, metadata_id_col=metadata_id_col)
-
-    def to_features(self, df: pd.DataFrame, *, user_col: str | None = "user", item_col: str | None = "item", **kwargs) -> pd.DataFrame:
-        """``df`` plus embedding, bias and known-flag columns for its IDs (:func:`collabemb.export.to_features`)."""
-        from collabemb.export import to_features
-
-        return to_features(self, df, user_col=user_col, item_col=item_col, **kwargs)
-
-    def to_torch(self, kind: str, *, freeze: bool = True):
-        """An ``nn.Embedding`` with biases and the registry (:func:`collabemb.export.to_torch`); index 0 = unknown slot."""
-        from collabemb.export import to_torch
-
-        return to_torch(self, kind, freeze=freeze)
-
-    # --- search and cold start (collabemb.index, collabemb.coldstart) --------
-    def set_seen_items(self, ratings) -> None:
-        """Remember which items each user rated in ``ratings`` (usually the training set) so that
-        ``recommend(exclude_seen=True)`` leaves them out; saved with the model as an int32 CSR."""
-        from collabemb.index import SeenItems
-
-        self.seen_items = SeenItems.from_ratings(self, ratings)
-
-    def build_index(self, *, parts: tuple[str, ...] = ("items", "recommend"), **kwargs):
-        """Build a :class:`collabemb.index.SimilarityIndex` (``kind=``, ``metric=``, ...), keep it as
-        ``self.index`` (saved with the model) and return it. ``parts`` are built now, others on first use."""
-        from collabemb.index import SimilarityIndex
-
-        self.index = SimilarityIndex(self, **kwargs).build(*parts)
-        return self.index
-
-    def similar_items(self, ids, k: int = 10, **kwargs) -> pd.DataFrame:
-        """:meth:`SimilarityIndex.similar_items <collabemb.index.SimilarityIndex.similar_items>` on
-        ``self.index`` (built with default settings on first use)."""
-        return (self.index or self.build_index(parts=())).similar_items(ids, k, **kwargs)
-
-    def similar_users(self, ids, k: int = 10, **kwargs) -> pd.DataFrame:
-        """:meth:`SimilarityIndex.similar_users <collabemb.index.SimilarityIndex.similar_users>` on ``self.index``."""
-        return (self.index or self.build_index(parts=())).similar_users(ids, k, **kwargs)
-
-    def recommend(self, users, k: int = 10, **kwargs) -> pd.DataFrame:
-        """:meth:`SimilarityIndex.recommend <collabemb.index.SimilarityIndex.recommend>` on ``self.index``:
-        top-k items per user in predicted-rating order, seen items excluded."""
-        return (self.index or self.build_index(parts=())).recommend(users, k, **kwargs)
-
-    def fold_in(self, ratings, *, side: str = "user", add: bool = False, **kwargs):
-        """Vectors for new users (``side="user"``) or items from a few ratings, the other side fixed
-        (:func:`collabemb.coldstart.fold_in_users` / ``fold_in_items``); ``add=True`` appends them."""
-        from collabemb.coldstart import fold_in_items, fold_in_users
-
-        if side not in ("user", "item"):
-            raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-        return (fold_in_users if side == "user" else fold_in_items)(self, ratings, add=add, **kwargs)
-
-    # --- persistence ---------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write the artifact directory atomically (see :func:`collabemb.artifact.save_model`)."""
-        from collabemb.artifact import save_model
-
-        save_model(self, directory)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> EmbeddingDotBias:
-        """Read an artifact written by :meth:`save` (never unpickles)."""
-        from collabemb.artifact import load_model
-
-        return load_model(directory)
+        registry = self.registry(table)
+        grown, rows = registry.extended(raw_ids)
+        if len(grown) != len(registry) + len(rows) or len(set(rows.tolist())) != len(rows):
+            raise ValueError(f"append_rows adds new {table} IDs only; some are known or repeated")
+        names = ("i_weight", "i_bias") if table == "item" else ("u_weight", "u_bias")
+        new = (np.asarray(vectors, np.float32).reshape(len(rows), self.n_factors), np.asarray(biases, np.float32).reshape(len(rows), 1))
+        for name, values in zip(names, new, strict=True):
+            old = getattr(self, name).weight
+            grown_table = torch.zeros((grown.n_rows, old.shape[1]), dtype=old.dtype, device=old.device)
+            grown_table[: old.shape[0]] = old.detach()
+            grown_table[torch.as_tensor(rows, device=old.device)] = torch.from_numpy(values).to(old.device, old.dtype)
+            setattr(self, name, nn.Embedding.from_pretrained(grown_table, freeze=not old.requires_grad))
+        if table == "item":
+            self.items = grown
+        else:
+            self.users = grown
+        return rows
 
     def extra_repr(self) -> str:
         return f"users={len(self.users)}, items={len(self.items)}, n_factors={self.n_factors}, y_range={self.y_range}"

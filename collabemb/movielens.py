@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from collabemb.atomic import atomic_dir
 from collabemb.data import Ratings, read_ratings
 
 __all__ = ["ChecksumError", "DownloadError", "MovieLens", "load_movielens", "load_movielens_fold"]
@@ -65,11 +66,28 @@ _RATINGS_FILES: dict[str, str] = {"u.data": "ml-100k", "ratings.dat": "ml-1m", "
 
 # ml-1m users.dat gives occupations as codes; these are the names listed in the ml-1m README.
 _ML1M_OCCUPATIONS: tuple[str, ...] = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
 
 _ML100K_FOLDS = ("1", "2", "3", "4", "5", "a", "b")
 
@@ -150,9 +168,7 @@ def load_movielens(
         ValueError: a movies or users file is malformed (the message names file, line, column).
         collabemb.data.RatingsError: the ratings file is malformed.
     """
-    directory, name, ratings_file = _locate(
-        name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5
-    )
+    directory, name, ratings_file = _locate(name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5)
     layout = _RATINGS_FILES[ratings_file]
     return MovieLens(
         name=name,
@@ -186,13 +202,10 @@ def load_movielens_fold(
     if isinstance(fold, bool) or not isinstance(fold, (int, str)) or str(fold).lower() not in _ML100K_FOLDS:
         raise ValueError(f"fold must be one of 1, 2, 3, 4, 5, 'a', 'b'; got {fold!r}")
     key = str(fold).lower()
-    directory, _, ratings_file = _locate(
-        name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5
-    )
+    directory, _, ratings_file = _locate(name_or_path, cache_dir=cache_dir, download=download, base_url=base_url, md5=md5)
     if ratings_file != "u.data":
         raise ValueError(
-            f"{directory}: predefined folds exist only in ml-100k (u.data with u1.base .. ub.test); "
-            f"this directory holds {ratings_file}"
+            f"{directory}: predefined folds exist only in ml-100k (u.data with u1.base .. ub.test); this directory holds {ratings_file}"
         )
     base, test = directory / f"u{key}.base", directory / f"u{key}.test"
     for path in (base, test):
@@ -205,12 +218,7 @@ def load_movielens_fold(
 
 
 def _locate(
-    name_or_path: str | os.PathLike[str],
-    *,
-    cache_dir: str | os.PathLike[str] | None,
-    download: bool,
-    base_url: str | None,
-    md5: str | None,
+    name_or_path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None, download: bool, base_url: str | None, md5: str | None
 ) -> tuple[Path, str, str]:
     """The absolute directory holding a set's files, the set's name, and its ratings file's name."""
     cache = _cache_dir(cache_dir)
@@ -234,9 +242,7 @@ def _locate(
         directory = path.resolve()
         name = directory.name
     else:
-        raise FileNotFoundError(
-            f"{str(name_or_path)!r} is neither a MovieLens name ({', '.join(_MD5)}) nor an existing path"
-        )
+        raise FileNotFoundError(f"{str(name_or_path)!r} is neither a MovieLens name ({', '.join(_MD5)}) nor an existing path")
     ratings_file = _ratings_file(directory)
     if ratings_file is None:
         raise FileNotFoundError(_no_ratings_message(directory))
@@ -277,15 +283,8 @@ def _download_set(name: str, target: Path, *, base_url: str, md5: str | None) ->
     archive, actual = _fetch(url, target.parent, name)
     try:
         if actual != expected.lower():
-            raise ChecksumError(
-                f"{name}.zip from {url}: MD5 mismatch, expected {expected.lower()}, got {actual}; "
-                "the download was deleted"
-            )
-        scratch, data_dir = _extract(archive, target.parent, what=url)
-        try:
-            _move_into_place(data_dir, target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            raise ChecksumError(f"{name}.zip from {url}: MD5 mismatch, expected {expected.lower()}, got {actual}; the download was deleted")
+        _extract_into(archive, target, what=url, flatten=True)
     finally:
         archive.unlink(missing_ok=True)
 
@@ -297,12 +296,7 @@ def _unpack_user_zip(archive: Path, cache: Path, md5: str | None) -> Path:
         raise ChecksumError(f"{archive}: MD5 mismatch, expected {md5.lower()}, got {actual}")
     root = cache / "unzipped" / actual
     if not root.is_dir():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        scratch, _ = _extract(archive, root.parent, what=str(archive))
-        try:
-            _move_into_place(scratch, root)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        _extract_into(archive, root, what=str(archive), flatten=False)
     data_dir = _find_data_dir(root)
     if data_dir is None:  # the cached copy was emptied after it was extracted
         raise FileNotFoundError(_no_ratings_message(root))
@@ -368,30 +362,31 @@ def _md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _extract(archive: Path, parent: Path, *, what: str) -> tuple[Path, Path]:
-    """Extract ``archive`` into a new hidden directory under ``parent``.
+def _extract_into(archive: Path, target: Path, *, what: str, flatten: bool) -> None:
+    """Extract ``archive`` to ``target``, atomically (:func:`collabemb.atomic.atomic_dir`).
 
-    Returns (that scratch directory, the directory in it holding the ratings file). The caller
-    moves what it keeps and removes the scratch directory. Raises ValueError for an archive that
-    is not a zip and FileNotFoundError for one without a MovieLens ratings file.
+    ``flatten``: the folder holding the ratings file (the archive's top level or a top-level
+    folder) becomes ``target`` itself; otherwise the archive is extracted as it is. Raises
+    ValueError for an archive that is not a zip and FileNotFoundError for one without a
+    MovieLens ratings file.
     """
-    scratch = Path(tempfile.mkdtemp(dir=parent, prefix=f".{archive.stem}-", suffix=".extracting"))
-    try:
+    with atomic_dir(target) as tmp:
+        unpacked = tmp / ".archive" if flatten else tmp
         try:
             with zipfile.ZipFile(archive) as zf:
-                zf.extractall(scratch)  # zipfile drops absolute paths and '..' components
+                zf.extractall(unpacked)  # zipfile drops absolute paths and '..' components
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{what}: not a valid zip archive ({exc})") from None
-        data_dir = _find_data_dir(scratch)
+        data_dir = _find_data_dir(unpacked)
         if data_dir is None:
             raise FileNotFoundError(
                 f"{what}: the archive holds no MovieLens ratings file at its top level or in a "
                 f"top-level folder (looked for {', '.join(_RATINGS_FILES)})"
             )
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    return scratch, data_dir
+        if flatten:
+            for child in data_dir.iterdir():
+                os.replace(child, tmp / child.name)
+            shutil.rmtree(unpacked)
 
 
 def _find_data_dir(root: Path) -> Path | None:
@@ -402,15 +397,6 @@ def _find_data_dir(root: Path) -> Path | None:
         if child.is_dir() and not child.name.startswith(("__MACOSX", ".")) and _ratings_file(child):
             return child
     return None
-
-
-def _move_into_place(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``; if another process got there first, keep its copy."""
-    try:
-        os.rename(source, target)
-    except OSError:
-        if _find_data_dir(target) is None:
-            raise
 
 
 # --- movies ---------------------------------------------------------------------------
@@ -431,11 +417,7 @@ def _read_items(directory: Path, layout: str) -> pd.DataFrame:
     else:
         ids, titles, genres = _read_movies_csv(directory / "movies.csv")
     items = pd.DataFrame(
-        {
-            "item": np.asarray(ids, dtype=np.int64),
-            "title": pd.Series(titles, dtype="str"),
-            "genres": pd.Series(genres, dtype="str"),
-        }
+        {"item": np.asarray(ids, dtype=np.int64), "title": pd.Series(titles, dtype="str"), "genres": pd.Series(genres, dtype="str")}
     )
     year = items["title"].str.extract(_YEAR, expand=False)
     items["year"] = pd.to_numeric(year).astype("Int64")
@@ -448,9 +430,7 @@ def _read_u_genre(path: Path) -> list[str]:
     for lineno, line in _lines(path):
         fields = line.split("|")
         if len(fields) != 2:
-            raise ValueError(
-                f"{path}, line {lineno}: expected 2 '|'-separated fields (name|index), found {len(fields)}"
-            )
+            raise ValueError(f"{path}, line {lineno}: expected 2 '|'-separated fields (name|index), found {len(fields)}")
         by_index[_int(fields[1], path, lineno, "index")] = fields[0]
     if sorted(by_index) != list(range(len(by_index))):
         raise ValueError(f"{path}: expected genre indices 0..{len(by_index) - 1}, found {sorted(by_index)}")
@@ -469,14 +449,12 @@ def _read_u_item(path: Path, genre_names: list[str]) -> tuple[list[int], list[st
                 f"video release date, IMDb URL and {len(genre_names)} genre flags), found {len(fields)}"
             )
         flags = fields[5:]
-        for genre, flag in zip(genre_names, flags):
+        for genre, flag in zip(genre_names, flags, strict=False):
             if flag not in ("0", "1"):
-                raise ValueError(
-                    f"{path}, line {lineno}, column {genre!r}: expected a 0/1 genre flag, found {flag!r}"
-                )
+                raise ValueError(f"{path}, line {lineno}, column {genre!r}: expected a 0/1 genre flag, found {flag!r}")
         ids.append(_int(fields[0], path, lineno, "item"))
         titles.append(fields[1].strip())
-        genres.append("|".join(g for g, flag in zip(genre_names, flags) if flag == "1"))
+        genres.append("|".join(g for g, flag in zip(genre_names, flags, strict=False) if flag == "1"))
     _check_unique(path, ids)
     return ids, titles, genres
 
@@ -487,9 +465,7 @@ def _read_movies_dat(path: Path) -> tuple[list[int], list[str], list[str]]:
     for lineno, line in _lines(path):
         fields = line.split("::")
         if len(fields) < 3:
-            raise ValueError(
-                f"{path}, line {lineno}: expected 3 '::'-separated fields (id::title::genres), found {len(fields)}"
-            )
+            raise ValueError(f"{path}, line {lineno}: expected 3 '::'-separated fields (id::title::genres), found {len(fields)}")
         ids.append(_int(fields[0], path, lineno, "item"))
         titles.append("::".join(fields[1:-1]).strip())
         genres.append(_genres(fields[-1]))
@@ -509,9 +485,7 @@ def _read_movies_csv(path: Path) -> tuple[list[int], list[str], list[str]]:
             continue
         lineno = rows.line_num
         if len(row) != 3:
-            raise ValueError(
-                f"{path}, line {lineno}: expected 3 comma-separated fields (movieId,title,genres), found {len(row)}"
-            )
+            raise ValueError(f"{path}, line {lineno}: expected 3 comma-separated fields (movieId,title,genres), found {len(row)}")
         ids.append(_int(row[0], path, lineno, "movieId"))
         titles.append(row[1].strip())
         genres.append(_genres(row[2]))
@@ -542,8 +516,7 @@ def _read_u_user(path: Path) -> pd.DataFrame:
         fields = line.split("|")
         if len(fields) != 5:
             raise ValueError(
-                f"{path}, line {lineno}: expected 5 '|'-separated fields (user|age|gender|occupation|zip), "
-                f"found {len(fields)}"
+                f"{path}, line {lineno}: expected 5 '|'-separated fields (user|age|gender|occupation|zip), found {len(fields)}"
             )
         user, age, gender, occupation, zip_code = fields
         rows.append((_int(user, path, lineno, "user"), _int(age, path, lineno, "age"), gender, occupation, zip_code))
@@ -557,23 +530,19 @@ def _read_users_dat(path: Path) -> pd.DataFrame:
         fields = line.split("::")
         if len(fields) != 5:
             raise ValueError(
-                f"{path}, line {lineno}: expected 5 '::'-separated fields (user::gender::age::occupation::zip), "
-                f"found {len(fields)}"
+                f"{path}, line {lineno}: expected 5 '::'-separated fields (user::gender::age::occupation::zip), found {len(fields)}"
             )
         user, gender, age, code, zip_code = fields
         occupation = _int(code, path, lineno, "occupation")
         if not 0 <= occupation < len(_ML1M_OCCUPATIONS):
-            raise ValueError(
-                f"{path}, line {lineno}, column 'occupation': "
-                f"expected a code 0..{len(_ML1M_OCCUPATIONS) - 1}, found {code!r}"
-            )
+            raise ValueError(f"{path}, line {lineno}, column 'occupation': expected a code 0..{len(_ML1M_OCCUPATIONS) - 1}, found {code!r}")
         user_id, age_value = _int(user, path, lineno, "user"), _int(age, path, lineno, "age")
         rows.append((user_id, age_value, gender, _ML1M_OCCUPATIONS[occupation], zip_code))
     return _users_frame(path, rows)
 
 
 def _users_frame(path: Path, rows: list[tuple[int, int, str, str, str]]) -> pd.DataFrame:
-    users, ages, genders, occupations, zips = zip(*rows) if rows else ((), (), (), (), ())
+    users, ages, genders, occupations, zips = zip(*rows, strict=True) if rows else ((), (), (), (), ())
     _check_unique(path, list(users))
     return pd.DataFrame(
         {

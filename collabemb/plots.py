@@ -5,7 +5,11 @@
   principal components, the ``n`` most-rated items labelled by title and optionally coloured
   by genre.
 * :func:`plot_bias`: the items with the highest and the lowest learned bias.
-* :func:`plot_history`: train / validation RMSE and learning rate per epoch from ``model.history``.
+* :func:`plot_history`: train / validation RMSE and learning rate per epoch from ``fitted.history``.
+
+The plots take a :class:`~collabemb.fitted.FittedModel`: rating counts come from the training
+pairs it stores (``fitted.seen_items``) and labels from its item metadata
+(``fitted.item_metadata``; an empty frame means none) unless others are given.
 
 Each plot function returns a ``matplotlib.figure.Figure`` built without pyplot (no global figure
 state, no display needed) and, given ``out``, writes it as a PNG atomically. matplotlib is
@@ -21,14 +25,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from collabemb.export import _atomic_file, embedding_arrays
+from collabemb.atomic import atomic_file
+from collabemb.data import Ratings, read_ratings
+from collabemb.export import embedding_arrays
+from collabemb.fitted import FittedModel
+from collabemb.history import FitHistory
+from collabemb.models import EmbeddingDotBias, Table, check_table
+from collabemb.registry import IdRegistry
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from collabemb.data import Ratings
-    from collabemb.models import EmbeddingDotBias
-    from collabemb.train import FitHistory
 
 #: Longest label drawn next to a point or bar; longer titles are cut with an ellipsis.
 LABEL_CHARS = 32
@@ -36,8 +42,10 @@ LABEL_CHARS = 32
 MAX_COLOURS = 9
 
 
-def pca_frame(model: EmbeddingDotBias, kind: str = "item", *, n_components: int = 2) -> pd.DataFrame:
+def pca_frame(fitted: FittedModel | EmbeddingDotBias, table: Table = "item", *, n_components: int = 2) -> pd.DataFrame:
     """Principal components of the known rows of the user or item table (row 0 left out).
+
+    ``fitted`` is a fitted model or its module; ``table`` is ``"user"`` or ``"item"``.
 
     The vectors are centred on their mean and projected on the leading right singular vectors
     (signs fixed so each component's largest loading is positive, for stable pictures).
@@ -47,9 +55,9 @@ def pca_frame(model: EmbeddingDotBias, kind: str = "item", *, n_components: int 
         (float64), in registry row order. ``frame.attrs["explained_variance_ratio"]`` holds the
         share of the total variance each component explains.
     """
-    ids, matrix, _ = embedding_arrays(model, kind, unknown="exclude")
+    ids, matrix, _ = embedding_arrays(fitted, check_table(table), unknown_row=False)
     if len(ids) < 2:
-        raise ValueError(f"PCA needs at least 2 known {kind}s, the model has {len(ids)}")
+        raise ValueError(f"PCA needs at least 2 known {table}s, the model has {len(ids)}")
     n_components = min(n_components, matrix.shape[1], len(ids))
     x = matrix.astype(np.float64)
     x -= x.mean(axis=0)
@@ -58,7 +66,7 @@ def pca_frame(model: EmbeddingDotBias, kind: str = "item", *, n_components: int 
     vt *= np.sign(vt[np.arange(n_components), np.abs(vt).argmax(axis=1)])[:, None]
     coords = x @ vt.T
     frame = pd.DataFrame(coords, columns=[f"pc{j + 1}" for j in range(n_components)])
-    frame.insert(0, kind, pd.Series(ids, dtype=ids.dtype))
+    frame.insert(0, table, pd.Series(ids, dtype=ids.dtype))
     total = float((s**2).sum())
     frame.attrs["explained_variance_ratio"] = [float(v) / total if total else 0.0 for v in s[:n_components] ** 2]
     return frame
@@ -76,34 +84,35 @@ def _save(fig: Figure, out: str | os.PathLike | None, dpi: int) -> None:
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"{out}: plots are written as PNG; give a name ending in .png")
-    with _atomic_file(out) as tmp:
+    with atomic_file(out) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
 
 
-def _item_counts(model: EmbeddingDotBias, ratings: Ratings | pd.DataFrame | str | os.PathLike | None) -> tuple[pd.Series | None, str]:
+def _item_index(items: IdRegistry) -> pd.Index:
+    return pd.Index(items.ids, dtype=object if items.id_type == "str" else np.int64)
+
+
+def _item_counts(fitted: FittedModel, ratings: Ratings | pd.DataFrame | str | os.PathLike | None) -> tuple[pd.Series | None, str]:
     """Ratings per known item (indexed by raw item ID, registry order) and where they came from.
 
     From ``ratings`` when given; otherwise from the training pairs stored with the model
-    (``model.seen_items``, which ``collabemb fit`` saves); otherwise ``(None, "")``.
+    (``fitted.seen_items``, which ``collabemb fit`` saves) when it holds any; otherwise ``(None, "")``.
     """
-    index = pd.Index(model.items.ids, dtype=object if model.items.kind == "str" else np.int64)
+    index = _item_index(fitted.items)
     if ratings is not None:
-        from collabemb.data import read_ratings
-
         counts = read_ratings(ratings).frame["item"].value_counts()
         return counts.reindex(index, fill_value=0).astype(np.int64), "in the given ratings"
-    seen = getattr(getattr(model, "seen_items", None), "indices", None)
-    if seen is not None:
-        per_row = np.bincount(np.asarray(seen, dtype=np.int64), minlength=model.items.n_rows)[1 : model.items.n_rows]
+    if len(fitted.seen_items):
+        n_rows = fitted.items.n_rows
+        per_row = np.bincount(fitted.seen_items.indices.astype(np.int64), minlength=n_rows)[1:n_rows]
         return pd.Series(per_row.astype(np.int64), index=index), "in the training pairs stored with the model"
     return None, ""
 
 
-def _labels(model: EmbeddingDotBias, metadata: pd.DataFrame | None, label_col: str | None) -> pd.Series:
+def _labels(fitted: FittedModel, meta: pd.DataFrame | None, label_col: str | None) -> pd.Series:
     """A text label per known item (registry order): ``label_col`` of the metadata, else the raw ID."""
-    ids = pd.Series(model.items.ids, dtype=object if model.items.kind == "str" else np.int64)
+    ids = pd.Series(fitted.items.ids, dtype=object if fitted.items.id_type == "str" else np.int64)
     labels = ids.astype(str)
-    meta = model.item_metadata if metadata is None else metadata
     if meta is not None and label_col is not None:
         if label_col not in meta.columns:
             raise ValueError(f"item metadata has no column {label_col!r} (found: {', '.join(map(str, meta.columns))})")
@@ -113,15 +122,17 @@ def _labels(model: EmbeddingDotBias, metadata: pd.DataFrame | None, label_col: s
     return labels.map(lambda s: s if len(s) <= LABEL_CHARS else s[: LABEL_CHARS - 1] + "\u2026")
 
 
-def _metadata(model: EmbeddingDotBias, metadata: pd.DataFrame | None, id_col: str = "item") -> pd.DataFrame | None:
+def _metadata(fitted: FittedModel, metadata: pd.DataFrame | None, id_col: str = "item") -> pd.DataFrame | None:
+    """The item metadata to draw with, its ID column named ``item``: ``metadata`` when given, else
+    the metadata stored with the model; None when there is none (an empty frame)."""
     if metadata is None:
-        return model.item_metadata
+        return None if fitted.item_metadata.empty else fitted.item_metadata
     if id_col not in metadata.columns:
         raise ValueError(f"item metadata has no ID column {id_col!r} (found: {', '.join(map(str, metadata.columns))})")
     return metadata.rename(columns={id_col: "item"})
 
 
-def _categories(model: EmbeddingDotBias, meta: pd.DataFrame | None, color_by: str) -> pd.Series:
+def _categories(fitted: FittedModel, meta: pd.DataFrame | None, color_by: str) -> pd.Series:
     """One category per known item from metadata column ``color_by``.
 
     Multi-valued fields (``"Comedy|Drama"``) give each item its *least common* value over the
@@ -131,7 +142,7 @@ def _categories(model: EmbeddingDotBias, meta: pd.DataFrame | None, color_by: st
     if meta is None or color_by not in meta.columns:
         found = "no item metadata" if meta is None else f"columns: {', '.join(map(str, meta.columns))}"
         raise ValueError(f"cannot colour by {color_by!r}: {found}")
-    values = meta.set_index("item")[color_by].reindex(pd.Index(model.items.ids, dtype=object if model.items.kind == "str" else np.int64))
+    values = meta.set_index("item")[color_by].reindex(_item_index(fitted.items))
     parts = values.fillna("").astype(str).str.split("|")
     freq = parts.explode().value_counts()
     freq = freq.drop("", errors="ignore")
@@ -139,7 +150,7 @@ def _categories(model: EmbeddingDotBias, meta: pd.DataFrame | None, color_by: st
 
 
 def plot_pca(
-    model: EmbeddingDotBias,
+    fitted: FittedModel,
     *,
     n: int = 40,
     ratings: Ratings | pd.DataFrame | str | os.PathLike | None = None,
@@ -154,14 +165,15 @@ def plot_pca(
     """The item map: first two principal components, ``n`` items labelled.
 
     Args:
-        model: a fitted model.
+        fitted: a fitted model.
         n: how many items to mark and label.
         ratings: ratings (Ratings, DataFrame with an ``item`` column, or a file) to count per item;
             then the ``n`` most-rated items are labelled. Without them the training pairs stored
-            with the model are counted (``model.seen_items``, saved by ``collabemb fit``); without
-            those, the ``n`` items farthest from the centre of the map are labelled. The title
+            with the model are counted (``fitted.seen_items``, saved by ``collabemb fit``); without
+            any, the ``n`` items farthest from the centre of the map are labelled. The title
             says which.
-        metadata: item metadata (titles, genres); default the metadata stored with the model.
+        metadata: item metadata (titles, genres); default the metadata stored with the model
+            (``fitted.item_metadata``).
         metadata_id_col: ID column of ``metadata``.
         label_col: metadata column to label points with (raw IDs when missing or None).
         color_by: metadata column to colour the labelled items by (e.g. ``"genres"``).
@@ -169,10 +181,10 @@ def plot_pca(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    pcs = pca_frame(model, "item", n_components=2)
+    pcs = pca_frame(fitted, "item", n_components=2)
     ratio = pcs.attrs["explained_variance_ratio"]
-    meta = _metadata(model, metadata, metadata_id_col)
-    counts, source = _item_counts(model, ratings)
+    meta = _metadata(fitted, metadata, metadata_id_col)
+    counts, source = _item_counts(fitted, ratings)
     xy = pcs[["pc1", "pc2"]].to_numpy()
     if counts is not None:
         chosen = np.argsort(-counts.to_numpy(), kind="stable")[:n]
@@ -180,13 +192,13 @@ def plot_pca(
     else:
         chosen = np.argsort(-np.hypot(xy[:, 0], xy[:, 1]), kind="stable")[:n]
         how = f"the {len(chosen)} items farthest from the centre (pass ratings to label the most-rated)"
-    labels = _labels(model, meta, label_col if meta is not None else None)
+    labels = _labels(fitted, meta, label_col if meta is not None else None)
 
     fig = _figure(figsize)
     ax = fig.add_subplot()
     ax.scatter(xy[:, 0], xy[:, 1], s=6, color="0.82", linewidths=0, label=f"all {len(xy)} items", zorder=1)
     if color_by is not None:
-        cats = _categories(model, meta, color_by).iloc[chosen]
+        cats = _categories(fitted, meta, color_by).iloc[chosen]
         order = cats.value_counts().index.tolist()
         shown = order[:MAX_COLOURS]
         from matplotlib import colormaps
@@ -214,7 +226,7 @@ def plot_pca(
 
 
 def plot_bias(
-    model: EmbeddingDotBias,
+    fitted: FittedModel,
     *,
     n: int = 15,
     ratings: Ratings | pd.DataFrame | str | os.PathLike | None = None,
@@ -235,10 +247,10 @@ def plot_bias(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _, _, bias = embedding_arrays(model, "item", unknown="exclude")
-    meta = _metadata(model, metadata, metadata_id_col)
-    labels = _labels(model, meta, label_col if meta is not None else None)
-    counts, source = _item_counts(model, ratings)
+    _, _, bias = embedding_arrays(fitted, "item", unknown_row=False)
+    meta = _metadata(fitted, metadata, metadata_id_col)
+    labels = _labels(fitted, meta, label_col if meta is not None else None)
+    counts, source = _item_counts(fitted, ratings)
     keep = np.ones(len(bias), dtype=bool)
     if counts is not None:
         keep = counts.to_numpy() >= min_ratings
@@ -261,26 +273,25 @@ def plot_bias(
         ax.set_title(f"{len(picked)} items with the {title}", fontsize=10)
         ax.set_xlabel("item bias (logit units)")
     note = f", items with >= {min_ratings} ratings" if counts is not None and min_ratings else ""
-    fig.suptitle(f"Item biases: {len(bias)} items{note}; (n) = ratings {source}" if counts is not None else f"Item biases: {len(bias)} items", fontsize=11)
+    heading = f"Item biases: {len(bias)} items"
+    fig.suptitle(f"{heading}{note}; (n) = ratings {source}" if counts is not None else heading, fontsize=11)
     _save(fig, out, dpi)
     return fig
 
 
 def plot_history(
-    history: FitHistory | EmbeddingDotBias,
-    *,
-    out: str | os.PathLike | None = None,
-    figsize: tuple[float, float] = (8.0, 5.0),
-    dpi: int = 110,
+    fitted: FittedModel | FitHistory, *, out: str | os.PathLike | None = None, figsize: tuple[float, float] = (8.0, 5.0), dpi: int = 110
 ) -> Figure:
     """Training curves: train and validation RMSE per epoch, learning rate on a second axis.
 
     Args:
-        history: a :class:`~collabemb.train.FitHistory`, or a model whose ``history`` to plot.
+        fitted: a fitted model whose ``history`` to plot, or a :class:`~collabemb.history.FitHistory`.
+
+    Raises:
+        ValueError: the history has no epochs (a model fitted in one solve, or not trained).
     """
-    if not hasattr(history, "train_rmse"):
-        history = getattr(history, "history", None)
-    if history is None or not history.epoch:
+    history = fitted if isinstance(fitted, FitHistory) else fitted.history
+    if not history.epoch:
         raise ValueError("no training history to plot (the model was not fitted by collabemb.fit, or has no epochs)")
     frame = history.to_frame()
     fig = _figure(figsize)
@@ -293,8 +304,12 @@ def plot_history(
         ax.axvline(best, color="tab:orange", ls=":", lw=1)
         right_half = best > (frame["epoch"].min() + frame["epoch"].max()) / 2
         ax.annotate(
-            f"best {valid.min():.4f} (epoch {best})", (best, valid.min()), xytext=(-6 if right_half else 6, 12),
-            textcoords="offset points", ha="right" if right_half else "left", fontsize=8,
+            f"best {valid.min():.4f} (epoch {best})",
+            (best, valid.min()),
+            xytext=(-6 if right_half else 6, 12),
+            textcoords="offset points",
+            ha="right" if right_half else "left",
+            fontsize=8,
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel("RMSE")

@@ -1,14 +1,15 @@
 """Raw ID <-> embedding row mapping.
 
 Row 0 of every embedding table is the *unknown* slot; the n known IDs take rows 1..n.
-A registry holds IDs of exactly one kind, ``int`` (any value that fits int64) or ``str``;
-the kind is never coerced: the string ``"007"`` and the integer ``7`` are different IDs, and
+A registry holds IDs of exactly one type, ``int`` (any value that fits int64) or ``str``;
+the type is never coerced: the string ``"007"`` and the integer ``7`` are different IDs, and
 a registry of int IDs refuses string queries rather than silently treating them as unseen.
 
 Order: the IDs given to the constructor take rows 1..n in **sorted order of the raw IDs**
 (numeric order for ints, code-point order for strings), independent of the order in which
-they appear in the data. IDs added later with :meth:`IdRegistry.add` are appended after the
-existing rows (again sorted among themselves), so existing rows never move.
+they appear in the data. A registry never changes once made: :meth:`IdRegistry.extended` returns a
+*new* registry with the added IDs appended after the existing rows (sorted among themselves), so
+existing rows never move and whoever holds the old registry keeps a valid mapping.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import numpy as np
 import pandas as pd
 
 UNKNOWN_ROW = 0
-IdKind = Literal["int", "str"]
+IdType = Literal["int", "str"]
+#: What happens to an ID a registry does not know: map it to the trained unknown row 0, or raise.
+Unknown = Literal["unknown_slot", "raise"]
+UNKNOWN_CHOICES: tuple[str, ...] = ("unknown_slot", "raise")
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -35,11 +39,11 @@ class UnknownIdError(KeyError):
         return str(self.args[0])
 
 
-def id_kind_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") -> tuple[np.ndarray, IdKind]:
-    """Validate a collection of raw IDs and return them as a 1-D array plus their kind.
+def id_type_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") -> tuple[np.ndarray, IdType]:
+    """Validate a collection of raw IDs and return them as a 1-D array plus their type.
 
-    Returns ``(array, kind)`` where ``array`` is int64 for ``kind == "int"`` and an object array
-    of Python ``str`` for ``kind == "str"``. Raises ``TypeError`` for floats, booleans, a mix of
+    Returns ``(array, id_type)`` where ``array`` is int64 for ``id_type == "int"`` and an object
+    array of Python ``str`` for ``id_type == "str"``. Raises ``TypeError`` for floats, booleans, a mix of
     ints and strings, and ``ValueError`` for missing values or ints outside the int64 range.
     """
     if isinstance(values, pd.Series | pd.Index):
@@ -65,11 +69,10 @@ def id_kind_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") 
         return series.to_numpy(dtype=np.int64), "int"
     if pd.api.types.is_float_dtype(dtype):
         raise TypeError(
-            f"{what} must be ints or strings, found floats ({dtype}); "
-            "convert integral floats with .astype('int64') or pass strings"
+            f"{what} must be ints or strings, found floats ({dtype}); convert integral floats with .astype('int64') or pass strings"
         )
     if isinstance(dtype, pd.CategoricalDtype):
-        return id_kind_of(series.astype(dtype.categories.dtype), what=what)
+        return id_type_of(series.astype(dtype.categories.dtype), what=what)
     # object or string dtype: inspect the Python values
     arr = series.to_numpy(dtype=object)
     if len(arr) == 0:
@@ -110,27 +113,33 @@ def _as_object_array(values: Iterable) -> np.ndarray:
 
 
 class IdRegistry:
-    """Bidirectional mapping between raw IDs of one kind and embedding rows.
+    """Bidirectional mapping between raw IDs of one type and embedding rows; immutable.
 
     Row 0 is the unknown slot; known IDs occupy rows ``1..len(self)``.
 
     Args:
         ids: raw IDs (duplicates allowed, they are collapsed). All ints or all strings.
-        name: what the IDs are ("user", "item"), used in error messages.
+        name: which table the IDs belong to (``"user"``, ``"item"``), used in error messages.
+        id_type: ``"int"`` or ``"str"``; default: inferred from ``ids`` (``"int"`` when empty).
     """
 
-    def __init__(self, ids: Iterable | np.ndarray | pd.Series = (), *, name: str = "id", kind: IdKind | None = None):
+    def __init__(self, ids: Iterable | np.ndarray | pd.Series = (), *, name: str = "id", id_type: IdType | None = None):
         self.name = name
-        arr, found_kind = id_kind_of(ids, what=f"{name} IDs")
-        if kind is None:
-            kind = found_kind
-        elif len(arr) and found_kind != kind:
-            raise TypeError(f"{name} IDs must be {kind}, found {found_kind}")
-        self.kind: IdKind = kind
+        arr, found = id_type_of(ids, what=f"{name} IDs")
+        if id_type is None:
+            id_type = found
+        elif len(arr) and found != id_type:
+            raise TypeError(f"{name} IDs must be {id_type}, found {found}")
+        if id_type not in ("int", "str"):
+            raise ValueError(f"id_type must be 'int' or 'str', got {id_type!r}")
+        self.id_type: IdType = id_type
         unique = pd.unique(arr)
-        unique = np.sort(unique) if kind == "int" else np.array(sorted(unique), dtype=object)
-        self._ids = unique if kind == "int" else unique.astype(object)
-        self._index = pd.Index(self._ids, dtype=np.int64 if kind == "int" else object)
+        self._set_ids(np.sort(unique) if id_type == "int" else _as_object_array(sorted(unique)))
+
+    def _set_ids(self, ids: np.ndarray) -> None:
+        self._ids = ids.astype(np.int64) if self.id_type == "int" else ids.astype(object)
+        self._ids.flags.writeable = False
+        self._index = pd.Index(self._ids, dtype=np.int64 if self.id_type == "int" else object)
 
     # --- size and identity -------------------------------------------------
     def __len__(self) -> int:
@@ -144,49 +153,54 @@ class IdRegistry:
 
     @property
     def ids(self) -> np.ndarray:
-        """Raw IDs in row order: ``ids[r - 1]`` is the ID of row ``r``. int64 or object (str) array."""
+        """Raw IDs in row order: ``ids[r - 1]`` is the ID of row ``r``. Read-only int64 or object (str) array."""
         return self._ids
 
     def __contains__(self, raw_id) -> bool:
         try:
             return bool(self.known([raw_id])[0])
-        except (TypeError, ValueError):  # another kind, a missing value, an int beyond int64
+        except (TypeError, ValueError):  # another ID type, a missing value, an int beyond int64
             return False
 
     def __repr__(self) -> str:
         head = ", ".join(repr(v) for v in self._ids[:3].tolist())
         more = ", ..." if len(self._ids) > 3 else ""
-        return f"IdRegistry(name={self.name!r}, kind={self.kind!r}, n={len(self)}, ids=[{head}{more}])"
+        return f"IdRegistry(name={self.name!r}, id_type={self.id_type!r}, n={len(self)}, ids=[{head}{more}])"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, IdRegistry)
-            and self.kind == other.kind
+            and self.id_type == other.id_type
             and len(self) == len(other)
             and bool(np.array_equal(self._ids, other._ids))
         )
 
+    __hash__ = None  # equal by value, not hashable (as for other mutable-looking containers)
+
     # --- mapping -------------------------------------------------------------
     def _query(self, raw_ids) -> np.ndarray:
-        arr, kind = id_kind_of(raw_ids, what=f"{self.name} IDs")
-        if len(arr) and kind != self.kind:
+        arr, id_type = id_type_of(raw_ids, what=f"{self.name} IDs")
+        if len(arr) and id_type != self.id_type:
             raise TypeError(
-                f"this registry holds {self.kind} {self.name} IDs, got {kind} IDs "
+                f"this registry holds {self.id_type} {self.name} IDs, got {id_type} IDs "
                 f"(e.g. {arr[:1].tolist()[0]!r}); '7' and 7 are different IDs"
             )
         return arr
 
-    def encode(self, raw_ids, *, unknown: Literal["zero", "raise"] = "zero") -> np.ndarray:
+    def encode(self, raw_ids, *, unknown: Unknown = "unknown_slot") -> np.ndarray:
         """Map raw IDs to rows.
 
         Args:
-            raw_ids: sequence of raw IDs, shape (n,).
-            unknown: ``"zero"`` maps unseen IDs to row 0 (the unknown slot); ``"raise"`` raises
-                :class:`UnknownIdError` naming the first few unseen IDs.
+            raw_ids: sequence of raw IDs, shape (n,), of this registry's ID type (another type
+                raises ``TypeError``: IDs are never coerced).
+            unknown: ``"unknown_slot"`` maps unseen IDs to row 0 (the trained unknown slot);
+                ``"raise"`` raises :class:`UnknownIdError` naming the first few unseen IDs.
 
         Returns:
             (n,) int64 rows in ``0..len(self)``.
         """
+        if unknown not in UNKNOWN_CHOICES:
+            raise ValueError(f"unknown must be 'unknown_slot' or 'raise', got {unknown!r}")
         arr = self._query(raw_ids)
         pos = self._index.get_indexer(_target(arr))
         rows = pos.astype(np.int64) + 1  # -1 (missing) becomes 0, the unknown slot
@@ -197,8 +211,6 @@ class IdRegistry:
                 shown = ", ".join(repr(v) for v in unseen[:5].tolist())
                 more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
                 raise UnknownIdError(f"{len(unseen)} unseen {self.name} ID(s): {shown}{more}")
-        elif unknown != "zero":
-            raise ValueError(f"unknown must be 'zero' or 'raise', got {unknown!r}")
         return rows
 
     def decode(self, rows) -> np.ndarray:
@@ -226,60 +238,59 @@ class IdRegistry:
         """(n,) bool: whether each raw ID has a row of its own."""
         return self.encode(raw_ids) != UNKNOWN_ROW
 
-    # --- growth --------------------------------------------------------------
-    def add(self, raw_ids) -> np.ndarray:
-        """Append IDs not yet known (sorted among themselves) after the existing rows.
+    # --- growth, by copy -------------------------------------------------------
+    def extended(self, raw_ids) -> tuple[IdRegistry, np.ndarray]:
+        """A new registry with the IDs not yet known appended (sorted among themselves).
 
-        Existing rows never move. Returns (n,) int64 rows of all given IDs, old and new.
+        ``self`` is left unchanged and existing rows never move. Returns ``(registry, rows)``:
+        the new registry and the (n,) int64 rows of all given IDs in it, old and new.
         """
         if len(self) == 0:
-            arr, kind = id_kind_of(raw_ids, what=f"{self.name} IDs")
-            if len(arr):  # an empty batch says nothing about the kind
-                self.kind = kind
+            arr, id_type = id_type_of(raw_ids, what=f"{self.name} IDs")
+            if not len(arr):  # an empty batch says nothing about the type
+                id_type = self.id_type
         else:
-            arr = self._query(raw_ids)
+            arr, id_type = self._query(raw_ids), self.id_type
         new = pd.unique(arr[self._index.get_indexer(_target(arr)) < 0])
+        out = IdRegistry(name=self.name, id_type=id_type)
         if len(new):
-            new = np.sort(new) if self.kind == "int" else np.array(sorted(new), dtype=object)
-            if self.kind == "int":
-                self._ids = np.concatenate([self._ids, new.astype(np.int64)])
-            else:
-                self._ids = np.concatenate([self._ids.astype(object), new.astype(object)])
-            self._index = pd.Index(self._ids, dtype=np.int64 if self.kind == "int" else object)
-        return self.encode(arr)
+            new = np.sort(new) if id_type == "int" else _as_object_array(sorted(new))
+            out._set_ids(np.concatenate([self._ids.astype(new.dtype), new]))
+        else:
+            out._set_ids(self._ids)
+        return out, out.encode(arr)
 
     # --- persistence (no pickle) ---------------------------------------------
     def to_dict(self) -> dict:
-        """JSON-ready description: ``{"name", "kind", "ids"}`` with ids in row order (row 1 first)."""
-        return {"name": self.name, "kind": self.kind, "ids": self._ids.tolist()}
+        """JSON-ready description: ``{"name", "id_type", "ids"}`` with ids in row order (row 1 first)."""
+        return {"name": self.name, "id_type": self.id_type, "ids": self._ids.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict) -> IdRegistry:
         """Inverse of :meth:`to_dict`; keeps the stored row order exactly (no re-sorting)."""
-        kind = data.get("kind")
-        if kind not in ("int", "str"):
-            raise ValueError(f"registry kind must be 'int' or 'str', found {kind!r}")
+        id_type = data.get("id_type", data.get("kind"))  # "kind" in artifacts of schema 1
+        if id_type not in ("int", "str"):
+            raise ValueError(f"registry id_type must be 'int' or 'str', found {id_type!r}")
         ids = data.get("ids")
         if not isinstance(ids, list):
             raise ValueError("registry 'ids' must be a list")
-        reg = cls(name=str(data.get("name", "id")), kind=kind)
-        if kind == "int":
+        reg = cls(name=str(data.get("name", "id")), id_type=id_type)
+        if id_type == "int":
             if not all(type(v) is int for v in ids):
-                raise ValueError("registry of kind 'int' holds a non-integer ID")
+                raise ValueError("registry of id_type 'int' holds a non-integer ID")
             if not all(_INT64_MIN <= v <= _INT64_MAX for v in ids):
-                raise ValueError("registry of kind 'int' holds an ID outside the int64 range")
-            reg._ids = np.array(ids, dtype=np.int64)
+                raise ValueError("registry of id_type 'int' holds an ID outside the int64 range")
+            reg._set_ids(np.array(ids, dtype=np.int64))
         else:
             if not all(type(v) is str for v in ids):
-                raise ValueError("registry of kind 'str' holds a non-string ID")
-            reg._ids = _as_object_array(ids)
-        reg._index = pd.Index(reg._ids, dtype=np.int64 if kind == "int" else object)
+                raise ValueError("registry of id_type 'str' holds a non-string ID")
+            reg._set_ids(_as_object_array(ids))
         if not reg._index.is_unique:
             raise ValueError("registry holds a duplicated ID")
         return reg
 
     def fingerprint(self) -> str:
-        """A short hash of kind and IDs in row order; equal registries give equal fingerprints."""
-        h = hashlib.sha256(self.kind.encode())
+        """A short hash of ID type and IDs in row order; equal registries give equal fingerprints."""
+        h = hashlib.sha256(self.id_type.encode())
         h.update(json.dumps(self._ids.tolist(), ensure_ascii=True).encode())
         return h.hexdigest()[:16]

@@ -36,10 +36,8 @@ numpy release may in principle change them, which the sample-equality test would
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +45,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from collabemb.atomic import atomic_file
+
 #: The 18 MovieLens genres, in the order of the genre columns of the planted factors.
-GENRES: tuple[str, ...] = (
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical",
-    "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+GENRES: tuple[str, ...] = tuple(
+    (
+        "Action Adventure Animation Children Comedy Crime Documentary Drama Fantasy Film-Noir Horror Musical "
+        "Mystery Romance Sci-Fi Thriller War Western"
+    ).split()
+)
 #: Relative frequency of each genre in the catalogue (about MovieLens-25M counts / 100).
-GENRE_WEIGHTS: tuple[float, ...] = (
-    73, 41, 29, 29, 169, 53, 56, 256, 27, 4, 60, 11, 29, 77, 36, 87, 19, 14,
-)  # fmt: skip
+GENRE_WEIGHTS: tuple[float, ...] = (73, 41, 29, 29, 169, 53, 56, 256, 27, 4, 60, 11, 29, 77, 36, 87, 19, 14)
 #: Offset added to the item bias per genre (mean over the item's genres), rating points.
-GENRE_BIAS: tuple[float, ...] = (
-    -0.10, -0.05, 0.10, -0.15, -0.10, 0.05, 0.25, 0.15, -0.05, 0.30, -0.35, 0.05,
-    0.05, 0.00, -0.10, -0.05, 0.20, 0.05,
-)  # fmt: skip
+GENRE_BIAS: tuple[float, ...] = tuple(
+    float(v) for v in "-0.10 -0.05 0.10 -0.15 -0.10 0.05 0.25 0.15 -0.05 0.30 -0.35 0.05 0.05 0.00 -0.10 -0.05 0.20 0.05".split()
+)
 #: Probability that an item has 1, 2 or 3 genres.
 GENRE_COUNT_PROBS: tuple[float, ...] = (0.45, 0.35, 0.20)
 
@@ -109,28 +107,25 @@ ACTIVE_PERIOD_SIGMA = 1.5
 #: Shortest active period in seconds (one hour).
 ACTIVE_PERIOD_MIN = 3_600
 
-_TITLE_ADJECTIVES: tuple[str, ...] = (
-    "Silent", "Last", "Broken", "Golden", "Hidden", "Crimson", "Endless", "Forgotten",
-    "Frozen", "Burning", "Distant", "Dark", "Bright", "Lonely", "Secret", "Wild",
-    "Quiet", "Lost", "Savage", "Gentle", "Midnight", "Electric", "Iron", "Silver",
-    "Hollow", "Restless", "Fading", "Sacred", "Wicked", "Little", "Great", "Final",
-    "Eternal", "Shattered", "Painted", "Stolen", "Whispering", "Falling", "Rising", "Cold",
-    "Velvet", "Scarlet", "Northern", "Southern", "Hungry", "Brave", "Strange", "Empty",
-    "Blind", "Crooked", "Sleeping", "Running", "Bitter", "Sweet", "Long", "Open",
-    "Wandering", "Deadly", "Perfect", "Invisible",
-)  # fmt: skip
-_TITLE_NOUNS: tuple[str, ...] = (
-    "Harbor", "River", "Mountain", "City", "Garden", "Night", "Summer", "Winter",
-    "Road", "Sky", "Ocean", "Forest", "Kingdom", "Empire", "Storm", "Fire",
-    "Shadow", "Dream", "Promise", "Journey", "Station", "Island", "Desert", "Valley",
-    "Bridge", "Tower", "Mirror", "Letter", "Song", "Heart", "Stranger", "Witness",
-    "Detective", "Soldier", "Outlaw", "Gambler", "Prophet", "Thief", "Queen", "King",
-    "Machine", "Planet", "Horizon", "Frontier", "Castle", "Village", "Circus", "Hotel",
-    "Train", "Voyage", "Harvest", "Memory", "Legend", "Game", "Hunter", "Ghost",
-    "Angel", "Dragon", "Wolf", "Raven", "Lighthouse", "Carnival", "Border", "Canyon",
-    "Orchard", "Symphony", "Masquerade", "Paradise", "Affair", "Silence", "Echo", "Tide",
-    "Sun", "Moon", "Star", "Rain", "Wind", "Snow", "Dawn", "Dusk",
-)  # fmt: skip
+_TITLE_ADJECTIVES: tuple[str, ...] = tuple(
+    (
+        "Silent Last Broken Golden Hidden Crimson Endless Forgotten Frozen Burning Distant Dark Bright Lonely "
+        "Secret Wild Quiet Lost Savage Gentle Midnight Electric Iron Silver Hollow Restless Fading Sacred "
+        "Wicked Little Great Final Eternal Shattered Painted Stolen Whispering Falling Rising Cold Velvet "
+        "Scarlet Northern Southern Hungry Brave Strange Empty Blind Crooked Sleeping Running Bitter Sweet "
+        "Long Open Wandering Deadly Perfect Invisible"
+    ).split()
+)
+_TITLE_NOUNS: tuple[str, ...] = tuple(
+    (
+        "Harbor River Mountain City Garden Night Summer Winter Road Sky Ocean Forest Kingdom Empire Storm "
+        "Fire Shadow Dream Promise Journey Station Island Desert Valley Bridge Tower Mirror Letter Song Heart "
+        "Stranger Witness Detective Soldier Outlaw Gambler Prophet Thief Queen King Machine Planet Horizon "
+        "Frontier Castle Village Circus Hotel Train Voyage Harvest Memory Legend Game Hunter Ghost Angel "
+        "Dragon Wolf Raven Lighthouse Carnival Border Canyon Orchard Symphony Masquerade Paradise Affair "
+        "Silence Echo Tide Sun Moon Star Rain Wind Snow Dawn Dusk"
+    ).split()
+)
 #: Probabilities of the title patterns "The {adjective} {noun}", "{adjective} {noun}",
 #: "{noun} of the {other noun}" and "The {noun}", in that order.
 _TITLE_PATTERN_PROBS: tuple[float, ...] = (0.4, 0.3, 0.25, 0.05)
@@ -171,9 +166,7 @@ class SampleData:
     global_mean: float
 
 
-def generate_sample(
-    n_users: int = 900, n_items: int = 1600, n_ratings: int = 90_000, *, seed: int = 0
-) -> SampleData:
+def generate_sample(n_users: int = 900, n_items: int = 1600, n_ratings: int = 90_000, *, seed: int = 0) -> SampleData:
     """Draw a synthetic MovieLens-style data set; see the module docstring for the model.
 
     Args:
@@ -192,9 +185,7 @@ def generate_sample(
     """
     n_users, n_items, n_ratings = _check_sizes(n_users, n_items, n_ratings)
     # Independent streams, so that e.g. the catalogue depends only on (n_items, seed).
-    rng_items, rng_users, rng_exposure, rng_ratings = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
-    )
+    rng_items, rng_users, rng_exposure, rng_ratings = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
 
     genre_matrix = _draw_item_genres(rng_items, n_items)
     titles = _draw_titles(rng_items, n_items)
@@ -210,9 +201,7 @@ def generate_sample(
     users, items = _sample_distinct(counts, n_items, draw)
 
     timestamps = _draw_timestamps(rng_ratings, users, n_users)
-    rating = _draw_ratings(
-        rng_ratings, users, items, user_factors, item_factors, user_bias, item_bias
-    )
+    rating = _draw_ratings(rng_ratings, users, items, user_factors, item_factors, user_bias, item_bias)
     ratings = _ratings_frame(users, items, rating, timestamps)
     catalogue = pd.DataFrame(
         {
@@ -235,9 +224,8 @@ def generate_sample(
 def write_sample(directory: str | os.PathLike, **generate_kwargs) -> Path:
     """Generate a data set and write ``ratings.csv`` and ``items.csv`` into ``directory``.
 
-    Each file is written to a temporary file in ``directory`` and moved into place with
-    ``os.replace``, so a reader never sees a half-written file (the pair is replaced one file
-    after the other, not as a unit). The directory is created if missing. CSVs have a header
+    Each file is written atomically (:func:`collabemb.atomic.atomic_file`), so a reader never
+    sees a half-written file (the pair is replaced one file after the other, not as a unit). The directory is created if missing. CSVs have a header
     row, ``,`` separators and ``\\n`` line ends; columns as in :class:`SampleData`.
 
     Args:
@@ -257,17 +245,9 @@ def write_sample(directory: str | os.PathLike, **generate_kwargs) -> Path:
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV to a temporary file next to ``path``, then ``os.replace`` it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            frame.to_csv(fh, index=False, lineterminator="\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it an ordinary data file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``frame`` as CSV (header, ``,``, ``\\n`` line ends) to ``path``, atomically."""
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        frame.to_csv(fh, index=False, lineterminator="\n")
 
 
 def _check_sizes(n_users: int, n_items: int, n_ratings: int) -> tuple[int, int, int]:
@@ -277,10 +257,7 @@ def _check_sizes(n_users: int, n_items: int, n_ratings: int) -> tuple[int, int, 
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     n_users, n_items, n_ratings = int(n_users), int(n_items), int(n_ratings)
     if n_items < MIN_RATINGS_PER_USER:
-        raise ValueError(
-            f"n_items must be at least {MIN_RATINGS_PER_USER} (every user rates that many "
-            f"distinct items), got {n_items}"
-        )
+        raise ValueError(f"n_items must be at least {MIN_RATINGS_PER_USER} (every user rates that many distinct items), got {n_items}")
     cap = _max_ratings_per_user(n_items)
     if not MIN_RATINGS_PER_USER * n_users <= n_ratings <= cap * n_users:
         raise ValueError(
@@ -330,13 +307,9 @@ def _draw_titles(rng: np.random.Generator, n_items: int) -> np.ndarray:
     years = np.arange(_YEAR_FIRST, _YEAR_LAST + 1)
     year_p = _YEAR_GROWTH ** (years - _YEAR_FIRST)
     year_p /= year_p.sum()
-    n_distinct = years.size * (
-        2 * adjectives.size * nouns.size + nouns.size * (nouns.size - 1) + nouns.size
-    )
+    n_distinct = years.size * (2 * adjectives.size * nouns.size + nouns.size * (nouns.size - 1) + nouns.size)
     if n_items > n_distinct // 4:
-        raise ValueError(
-            f"n_items={n_items} is too many for unique titles (at most {n_distinct // 4})"
-        )
+        raise ValueError(f"n_items={n_items} is too many for unique titles (at most {n_distinct // 4})")
 
     def draw(n: int) -> np.ndarray:
         pattern = rng.choice(len(_TITLE_PATTERN_PROBS), size=n, p=_TITLE_PATTERN_PROBS)
@@ -377,9 +350,7 @@ def _item_factors(rng: np.random.Generator, genre_matrix: np.ndarray) -> np.ndar
     return np.hstack([genre_part, free]).astype(np.float32)
 
 
-def _item_bias(
-    rng: np.random.Generator, genre_matrix: np.ndarray, popularity: np.ndarray
-) -> np.ndarray:
+def _item_bias(rng: np.random.Generator, genre_matrix: np.ndarray, popularity: np.ndarray) -> np.ndarray:
     """(n_items,) float32 item biases: popularity term + mean genre offset + noise."""
     log_pop = np.log(popularity)
     pop_term = POPULARITY_BIAS * (log_pop - log_pop.mean()) / log_pop.std()
@@ -395,9 +366,7 @@ def _user_factors(rng: np.random.Generator, n_users: int) -> np.ndarray:
     return np.hstack([tastes, free]).astype(np.float32)
 
 
-def _ratings_per_user(
-    rng: np.random.Generator, n_users: int, n_items: int, n_ratings: int
-) -> np.ndarray:
+def _ratings_per_user(rng: np.random.Generator, n_users: int, n_items: int, n_ratings: int) -> np.ndarray:
     """(n_users,) int64 ratings per user: at least 20, at most the cap, summing to n_ratings.
 
     ``20 + s * w`` with lognormal weights ``w``, capped (water-filling: ``s`` is found by
@@ -422,10 +391,7 @@ def _ratings_per_user(
 
 
 def _exposure_sampler(
-    rng: np.random.Generator,
-    user_factors: np.ndarray,
-    genre_matrix: np.ndarray,
-    popularity: np.ndarray,
+    rng: np.random.Generator, user_factors: np.ndarray, genre_matrix: np.ndarray, popularity: np.ndarray
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Return ``draw(users) -> items``: one item index per user index, drawn independently.
 
@@ -463,9 +429,7 @@ def _exposure_sampler(
         items = np.empty(n, dtype=np.int64)
         by_taste = rng.random(n) < TASTE_EXPOSURE_SHARE
         n_pop = n - int(by_taste.sum())
-        items[~by_taste] = np.minimum(
-            np.searchsorted(global_cdf, rng.random(n_pop), side="right"), popularity.size - 1
-        )
+        items[~by_taste] = np.minimum(np.searchsorted(global_cdf, rng.random(n_pop), side="right"), popularity.size - 1)
         u = users[by_taste]
         genre = np.searchsorted(taste_flat, u + rng.random(u.size), side="right") - u * n_genres
         genre = np.clip(genre, 0, n_genres - 1)  # guards u + x rounding up to u + 1
@@ -477,9 +441,7 @@ def _exposure_sampler(
     return draw
 
 
-def _sample_distinct(
-    counts: np.ndarray, n_items: int, draw: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
+def _sample_distinct(counts: np.ndarray, n_items: int, draw: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Give user ``u`` exactly ``counts[u]`` distinct items from repeated ``draw`` calls.
 
     Successive sampling without replacement, vectorised over users: draw somewhat more
@@ -571,9 +533,7 @@ def _draw_ratings(
     return score.astype(np.int8)
 
 
-def _ratings_frame(
-    users: np.ndarray, items: np.ndarray, rating: np.ndarray, timestamps: np.ndarray
-) -> pd.DataFrame:
+def _ratings_frame(users: np.ndarray, items: np.ndarray, rating: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
     """The ratings DataFrame (1-based int64 ids), sorted by (user, timestamp, item).
 
     ``users, items`` must come sorted by (user, item): then a stable sort on one int64
@@ -590,9 +550,7 @@ def _ratings_frame(
     return pd.DataFrame(block, columns=["user", "item", "rating", "timestamp"], copy=False)
 
 
-def _interaction(
-    user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray, items: np.ndarray
-) -> np.ndarray:
+def _interaction(user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(n,) float64 ``<user_factors[users], item_factors[items]>``, one factor column at a time.
 
     Column by column keeps memory at a few (n,) arrays instead of two (n, k) gathers.
@@ -608,25 +566,16 @@ def _interaction(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m collabemb.sample OUT_DIR [--users N --items N --ratings N --seed S]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m collabemb.sample",
-        description="Write a synthetic MovieLens-style ratings.csv and items.csv into OUT_DIR.",
+        prog="python -m collabemb.sample", description="Write a synthetic MovieLens-style ratings.csv and items.csv into OUT_DIR."
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="directory to write into")
     parser.add_argument("--users", type=int, default=900, help="number of users (default 900)")
     parser.add_argument("--items", type=int, default=1600, help="number of items (default 1600)")
-    parser.add_argument(
-        "--ratings", type=int, default=90_000, help="number of ratings (default 90000)"
-    )
+    parser.add_argument("--ratings", type=int, default=90_000, help="number of ratings (default 90000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     try:
-        out = write_sample(
-            args.out_dir,
-            n_users=args.users,
-            n_items=args.items,
-            n_ratings=args.ratings,
-            seed=args.seed,
-        )
+        out = write_sample(args.out_dir, n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=args.seed)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"wrote {out / 'ratings.csv'} and {out / 'items.csv'}")

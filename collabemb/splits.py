@@ -21,7 +21,7 @@ def split_random(ratings: Ratings, test_frac: float = 0.2, *, seed: int = 0) -> 
     n = len(ratings)
     rng = np.random.default_rng(seed)
     test = np.zeros(n, dtype=bool)
-    test[rng.permutation(n)[: int(round(test_frac * n))]] = True
+    test[rng.permutation(n)[: round(test_frac * n)]] = True
     return ratings.subset(~test), ratings.subset(test)
 
 

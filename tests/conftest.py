@@ -22,12 +22,7 @@ def planted_ratings(n_users: int = 120, n_items: int = 80, per_user: int = 30, *
     items = np.concatenate([rng.choice(n_items, per_user, replace=False) for _ in range(n_users)])
     score = 3.6 + bu[users] + bi[items] + (p[users] * q[items]).sum(1) + rng.normal(0, 0.3, len(users))
     frame = pd.DataFrame(
-        {
-            "user": users + 1,
-            "item": items + 1,
-            "rating": np.clip(np.rint(score), 1, 5),
-            "timestamp": 1_000_000 + np.arange(len(users)) * 60,
-        }
+        {"user": users + 1, "item": items + 1, "rating": np.clip(np.rint(score), 1, 5), "timestamp": 1_000_000 + np.arange(len(users)) * 60}
     )
     if string_ids:
         frame["user"] = [f"u{v:03d}" for v in frame["user"]]

@@ -2,12 +2,15 @@ import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import collabemb as ce
 import collabemb.artifact as artifact
+from collabemb.models import TABLE_NAMES
+
 from conftest import planted_ratings
 
 
@@ -23,25 +26,30 @@ def _predictions(m):
 
 
 def test_save_then_load_gives_identical_predictions_registries_and_history(model, tmp_path):
-    model.save(tmp_path / "art")
+    ce.save_model(model, tmp_path / "art")
     loaded = ce.load_model(tmp_path / "art")
     assert loaded.users == model.users and loaded.items == model.items
-    assert loaded.users.kind == "str"
-    for name in artifact.TENSOR_NAMES:
-        assert torch.equal(getattr(loaded, name).weight, getattr(model, name).weight)
+    assert loaded.users.id_type == "str"
+    for name in TABLE_NAMES:
+        assert torch.equal(getattr(loaded.module, name).weight, getattr(model.module, name).weight)
     assert _predictions(loaded).equals(_predictions(model))
     assert loaded.history.train_rmse == model.history.train_rmse
     assert loaded.y_range == model.y_range
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
-        "config.json", "items.json", "seen_indptr.npy", "seen_items.npy", "tensors.safetensors", "users.json",
-    ]  # fmt: skip
+        "config.json",
+        "items.json",
+        "seen_indptr.npy",
+        "seen_items.npy",
+        "tensors.safetensors",
+        "users.json",
+    ]
     assert loaded.seen_items.items_of(loaded.users.encode(["u001"]))[1].tolist() == sorted(
         loaded.items.encode(planted_ratings(string_ids=True).query("user == 'u001'")["item"]).tolist()
     )
 
 
 def test_loading_never_unpickles(model, tmp_path, monkeypatch):
-    model.save(tmp_path / "art")
+    ce.save_model(model, tmp_path / "art")
 
     def refuse(*args, **kwargs):
         raise AssertionError("unpickling attempted")
@@ -54,7 +62,7 @@ def test_loading_never_unpickles(model, tmp_path, monkeypatch):
 
 def test_a_crash_while_saving_keeps_the_previous_artifact_and_leaves_no_temp_dir(model, tmp_path, monkeypatch):
     target = tmp_path / "art"
-    model.save(target)
+    ce.save_model(model, target)
     before = (target / "tensors.safetensors").read_bytes()
 
     def crash(*args, **kwargs):
@@ -62,7 +70,7 @@ def test_a_crash_while_saving_keeps_the_previous_artifact_and_leaves_no_temp_dir
 
     monkeypatch.setattr(artifact, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
-        model.save(target)
+        ce.save_model(model, target)
     assert (target / "tensors.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert ce.load_model(target).n_factors == 6
@@ -71,9 +79,9 @@ def test_a_crash_while_saving_keeps_the_previous_artifact_and_leaves_no_temp_dir
 def test_saving_over_an_artifact_replaces_it_whole(model, tmp_path):
     target = tmp_path / "art"
     other = ce.fit(planted_ratings(n_users=30, n_items=20, per_user=10), epochs=2, n_factors=3, threads=1)
-    other.save(target)
-    model.save(target)
-    assert ce.load_model(target).users.kind == "str"
+    ce.save_model(other, target)
+    ce.save_model(model, target)
+    assert ce.load_model(target).users.id_type == "str"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 
@@ -81,12 +89,12 @@ def test_refuses_to_replace_a_directory_that_is_not_an_artifact(model, tmp_path)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     with pytest.raises(ce.ArtifactError, match="not a collabemb artifact; refusing"):
-        model.save(tmp_path / "mine")
+        ce.save_model(model, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 
 def test_tensor_shape_that_disagrees_with_the_registry_is_refused(model, tmp_path):
-    model.save(tmp_path / "art")
+    ce.save_model(model, tmp_path / "art")
     path = tmp_path / "art" / "tensors.safetensors"
     tensors = load_file(str(path))
     tensors["i_weight"] = tensors["i_weight"][:-1].contiguous()
@@ -97,7 +105,7 @@ def test_tensor_shape_that_disagrees_with_the_registry_is_refused(model, tmp_pat
 
 
 def test_edited_registry_is_refused(model, tmp_path):
-    model.save(tmp_path / "art")
+    ce.save_model(model, tmp_path / "art")
     path = tmp_path / "art" / "users.json"
     data = json.loads(path.read_text())
     data["ids"][0], data["ids"][1] = data["ids"][1], data["ids"][0]
@@ -107,7 +115,7 @@ def test_edited_registry_is_refused(model, tmp_path):
 
 
 def test_newer_schema_and_foreign_json_are_refused(model, tmp_path):
-    model.save(tmp_path / "art")
+    ce.save_model(model, tmp_path / "art")
     config_path = tmp_path / "art" / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "schema_version": 99}))
@@ -124,7 +132,7 @@ def test_newer_schema_and_foreign_json_are_refused(model, tmp_path):
 def test_missing_pieces_are_named(model, tmp_path):
     with pytest.raises(ce.ArtifactError, match="no such artifact directory"):
         ce.load_model(tmp_path / "absent")
-    model.save(tmp_path / "art")
+    ce.save_model(model, tmp_path / "art")
     (tmp_path / "art" / "tensors.safetensors").unlink()
     with pytest.raises(ce.ArtifactError, match="tensors.safetensors: missing"):
         ce.load_model(tmp_path / "art")
@@ -132,22 +140,23 @@ def test_missing_pieces_are_named(model, tmp_path):
 
 def test_loaded_model_keeps_int_ids_as_ints(tmp_path):
     m = ce.fit(planted_ratings(n_users=30, n_items=20, per_user=10), epochs=2, n_factors=3, threads=1)
-    m.save(tmp_path / "art")
+    ce.save_model(m, tmp_path / "art")
     loaded = ce.load_model(tmp_path / "art")
-    assert loaded.users.kind == "int" and loaded.users.ids.dtype == np.int64
+    assert loaded.users.id_type == "int" and loaded.users.ids.dtype == np.int64
     with pytest.raises(TypeError, match="'7' and 7 are different IDs"):
         loaded.predict(["1"], [1])
 
 
 def test_item_metadata_is_saved_and_loaded_as_parquet(model, tmp_path):
-    import pandas as pd
 
-    meta = pd.DataFrame({"movie": list(model.items.ids[:3]) + ["i999"], "title": ["A", "B", "C", "Later"], "year": [1990, 1991, 1992, 2001]})
+    meta = pd.DataFrame(
+        {"movie": list(model.items.ids[:3]) + ["i999"], "title": ["A", "B", "C", "Later"], "year": [1990, 1991, 1992, 2001]}
+    )
     model.set_item_metadata(meta, id_col="movie")
     try:
-        model.save(tmp_path / "art")
+        ce.save_model(model, tmp_path / "art")
     finally:
-        model.item_metadata = None
+        model.item_metadata = pd.DataFrame({"item": np.empty(0, dtype=object)})
     loaded = ce.load_model(tmp_path / "art")
     assert (tmp_path / "art" / "item_metadata.parquet").is_file()
     assert loaded.item_metadata["item"].tolist() == list(model.items.ids[:3]) + ["i999"]
@@ -156,7 +165,6 @@ def test_item_metadata_is_saved_and_loaded_as_parquet(model, tmp_path):
 
 
 def test_item_metadata_with_the_wrong_id_kind_is_refused(model):
-    import pandas as pd
 
     with pytest.raises(TypeError, match="item metadata IDs are int, the model's item IDs are str"):
         model.set_item_metadata(pd.DataFrame({"item": [1, 2], "title": ["a", "b"]}))
@@ -173,7 +181,39 @@ def test_a_score_model_without_y_range_round_trips_with_the_identity_link(tmp_pa
         m.i_weight.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [-1.0, 3.0]]))
         m.i_bias.weight.copy_(torch.tensor([[0.0], [0.5], [0.0], [0.0]]))
     assert m.predict([1, 1], [5, 7])["prediction"].tolist() == [3.5, 5.0]  # raw dot + biases
-    m.save(tmp_path / "art")
+    ce.save_model(ce.FittedModel(m), tmp_path / "art")
     loaded = ce.load_model(tmp_path / "art")
     assert loaded.y_range is None
     assert loaded.predict([1, 1], [5, 7])["prediction"].tolist() == [3.5, 5.0]
+
+
+def test_the_identity_is_its_own_record_in_config_json(model, tmp_path):
+    ce.save_model(model, tmp_path / "art")
+    config = json.loads((tmp_path / "art" / "config.json").read_text())
+    assert config["identity"]["family"] == "rating" and config["identity"]["row0"] == "trained"
+    assert config["identity"]["weight_decay"] == model.history.params["weight_decay"]
+    assert ce.load_model(tmp_path / "art").identity == model.identity
+
+
+def test_implicit_models_carry_their_identity_and_a_history_without_epochs(tmp_path):
+    als = ce.fit_implicit(planted_ratings(n_users=30, n_items=20, per_user=10), n_factors=4, threshold=4)
+    ce.save_model(als, tmp_path / "als")
+    loaded = ce.load_model(tmp_path / "als")
+    assert loaded.identity.family == "als" and loaded.identity.row0 == "mean" and loaded.identity.threshold == 4.0
+    assert loaded.identity.regularization == als.identity.regularization and loaded.identity.fold_in == "als"
+    assert loaded.history.epoch == [] and loaded.history.params["n_interactions"] == len(als.seen_items)
+    pop = ce.fit_popularity(planted_ratings(n_users=30, n_items=20, per_user=10))
+    assert pop.identity.family == "popularity" and pop.identity.fold_in is None
+
+
+def test_an_artifact_of_schema_1_reads_its_identity_from_the_history(model, tmp_path):
+    ce.save_model(model, tmp_path / "art")
+    path = tmp_path / "art" / "config.json"
+    config = json.loads(path.read_text())
+    del config["identity"]
+    config["schema_version"] = 1
+    config["history"]["params"]["model"] = "als"
+    config["history"]["params"].update(regularization=20.0, alpha=5.0, threshold=None)
+    path.write_text(json.dumps(config))
+    loaded = ce.load_model(tmp_path / "art")
+    assert loaded.identity.family == "als" and loaded.identity.regularization == 20.0 and loaded.identity.alpha == 5.0

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collabemb.data import Ratings, RatingsError, read_pairs, read_ratings
+from collabemb.data import Ratings, RatingsError, read_ratings
+from collabemb.inputs import read_pairs
 from collabemb.registry import IdRegistry
 
 
@@ -35,15 +36,10 @@ def error_of(source, **kwargs) -> str:
 
 
 def test_dataframe_gives_typed_columns_and_a_range_index():
-    df = pd.DataFrame(
-        {"user": [1, 2], "item": [10, 20], "rating": [4, 3.5], "ts": [100, 200]},
-        index=[7, 3],
-    )
+    df = pd.DataFrame({"user": [1, 2], "item": [10, 20], "rating": [4, 3.5], "ts": [100, 200]}, index=[7, 3])
     r = read_ratings(df, timestamp_col="ts")
     assert frame_dict(r) == {"user": [1, 2], "item": [10, 20], "rating": [4.0, 3.5], "timestamp": [100, 200]}
-    assert r.frame.dtypes.to_dict() == {
-        "user": np.int64, "item": np.int64, "rating": np.float32, "timestamp": np.int64,
-    }
+    assert r.frame.dtypes.to_dict() == {"user": np.int64, "item": np.int64, "rating": np.float32, "timestamp": np.int64}
     assert isinstance(r.frame.index, pd.RangeIndex)
     assert r.source == "DataFrame"
     assert r.n_duplicates == 0
@@ -119,26 +115,20 @@ def test_ratings_input_is_returned_as_is():
 def test_ml_100k_layout_reads_tab_separated_u_data_without_header(tmp_path):
     path = write(tmp_path, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
     r = read_ratings(path, layout="ml-100k")
-    assert frame_dict(r) == {
-        "user": [196, 186], "item": [242, 302], "rating": [3.0, 3.0], "timestamp": [881250949, 891717742],
-    }
+    assert frame_dict(r) == {"user": [196, 186], "item": [242, 302], "rating": [3.0, 3.0], "timestamp": [881250949, 891717742]}
     assert r.frame["user"].dtype == np.int64
 
 
 def test_ml_1m_layout_reads_double_colon_ratings_dat(tmp_path):
     path = write(tmp_path, "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
     r = read_ratings(path, layout="ml-1m")
-    assert frame_dict(r) == {
-        "user": [1, 1], "item": [1193, 661], "rating": [5.0, 3.0], "timestamp": [978300760, 978302109],
-    }
+    assert frame_dict(r) == {"user": [1, 1], "item": [1193, 661], "rating": [5.0, 3.0], "timestamp": [978300760, 978302109]}
 
 
 def test_ml_latest_layout_reads_ratings_csv_with_movielens_header(tmp_path):
     path = write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n")
     r = read_ratings(path, layout="ml-latest")
-    assert frame_dict(r) == {
-        "user": [1, 1], "item": [1, 3], "rating": [4.0, 4.5], "timestamp": [964982703, 964981247],
-    }
+    assert frame_dict(r) == {"user": [1, 1], "item": [1, 3], "rating": [4.0, 4.5], "timestamp": [964982703, 964981247]}
 
 
 def test_ml_latest_layout_names_the_movielens_column_that_is_missing(tmp_path):
@@ -201,8 +191,7 @@ def test_id_type_int_refuses_non_canonical_ids_naming_line_and_value(tmp_path):
 def test_integer_ids_beyond_int64_name_the_line_and_suggest_strings(tmp_path):
     path = write(tmp_path, "r.csv", "user,item,rating\n9223372036854775807,1,1\n9223372036854775808,1,2\n")
     assert error_of(path) == (
-        f"{path}, line 3, column 'user': integer ID 9223372036854775808 does not fit in int64 "
-        "(pass id_type='str' to keep IDs as strings)"
+        f"{path}, line 3, column 'user': integer ID 9223372036854775808 does not fit in int64 (pass id_type='str' to keep IDs as strings)"
     )
     r = read_ratings(path, id_type="str")
     assert r.frame["user"].tolist() == ["9223372036854775807", "9223372036854775808"]
@@ -251,9 +240,7 @@ def test_missing_column_in_a_file_lists_the_columns_found(tmp_path):
 
 def test_missing_timestamp_column_is_named(tmp_path):
     path = write(tmp_path, "r.csv", "user,item,rating\n1,2,3\n")
-    assert error_of(path, timestamp_col="ts") == (
-        f"{path}, line 1: missing timestamp column 'ts' (found columns: user, item, rating)"
-    )
+    assert error_of(path, timestamp_col="ts") == (f"{path}, line 1: missing timestamp column 'ts' (found columns: user, item, rating)")
 
 
 def test_missing_column_in_a_dataframe_lists_the_columns_found():
@@ -277,9 +264,7 @@ def test_header_only_file_is_empty_input(tmp_path):
 
 
 def test_empty_dataframes_are_empty_input():
-    assert error_of(pd.DataFrame({"user": [], "item": [], "rating": []})) == (
-        "DataFrame: empty input, expected at least one rating"
-    )
+    assert error_of(pd.DataFrame({"user": [], "item": [], "rating": []})) == ("DataFrame: empty input, expected at least one rating")
     assert error_of(pd.DataFrame()) == "DataFrame: empty input, expected at least one rating"
 
 
@@ -329,9 +314,7 @@ def test_bad_timestamp_is_named(tmp_path):
     assert error_of(path, timestamp_col="ts") == f"{path}, line 2, column 'ts': expected a finite number, found 'yesterday'"
 
 
-@pytest.mark.parametrize(
-    ("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")],
-)
+@pytest.mark.parametrize(("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
 def test_non_finite_rating_in_a_dataframe_names_the_row(value, shown):
     df = pd.DataFrame({"user": [1, 2, 3], "item": [1, 2, 3], "rating": [4.0, 5.0, value]})
     assert error_of(df) == f"DataFrame, row 2, column 'rating': expected a finite number, found {shown}"
@@ -420,8 +403,7 @@ def test_duplicates_keep_the_last_in_input_order_and_are_counted(tmp_path):
 def test_duplicates_raise_names_the_pair_the_repeating_line_and_the_first(tmp_path):
     path = write(tmp_path, "r.csv", DUPS)
     assert error_of(path, timestamp_col="ts", duplicates="raise") == (
-        f"{path}, line 4: duplicate (user, item) pair (1, 1), first at line 2; "
-        "2 duplicate row(s) in all (use duplicates='last' or 'mean')"
+        f"{path}, line 4: duplicate (user, item) pair (1, 1), first at line 2; 2 duplicate row(s) in all (use duplicates='last' or 'mean')"
     )
 
 
@@ -479,7 +461,7 @@ def test_subset_by_mask_and_positions_resets_the_index():
 
 def test_read_pairs_from_a_file_converts_to_the_registry_kinds(tmp_path):
     path = write(tmp_path, "pairs.csv", "user,item\n1,007\n2,7\n")
-    pairs = read_pairs(path, user_kind="int", item_kind="str")
+    pairs = read_pairs(path, user_id_type="int", item_id_type="str")
     assert pairs.to_dict("list") == {"user": [1, 2], "item": ["007", "7"]}
     assert pairs["user"].dtype == np.int64
     assert pairs["item"].dtype == object
@@ -494,12 +476,12 @@ def test_read_pairs_refuses_non_integer_ids_for_an_int_registry(tmp_path):
 
 def test_read_pairs_with_custom_columns_and_tsv(tmp_path):
     path = write(tmp_path, "pairs.tsv", "u\ti\tscore\na\tb\t1\n")
-    pairs = read_pairs(path, user_col="u", item_col="i", user_kind="str", item_kind="str")
+    pairs = read_pairs(path, user_col="u", item_col="i", user_id_type="str", item_id_type="str")
     assert pairs.to_dict("list") == {"user": ["a"], "item": ["b"]}
 
 
 def test_read_pairs_from_a_dataframe():
-    pairs = read_pairs(pd.DataFrame({"user": [3, 4], "item": ["x", "y"]}), item_kind="str")
+    pairs = read_pairs(pd.DataFrame({"user": [3, 4], "item": ["x", "y"]}), item_id_type="str")
     assert pairs.to_dict("list") == {"user": [3, 4], "item": ["x", "y"]}
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,11 +20,15 @@ import pytest
 import torch
 
 import collabemb as ce
-from collabemb import engine as fast
+from collabemb.engines import fast
+from collabemb.history import FitHistory
+from collabemb.interactions import _registry_and_rows
 from collabemb.models import EmbeddingDotBias
 from collabemb.registry import IdRegistry
 from collabemb.sample import generate_sample
-from collabemb.train import FitHistory, _encode_ids, read_checkpoint_state
+from collabemb.settings import ENGINE_DEFAULTS
+from collabemb.train import default_y_range, read_checkpoint_state
+
 from conftest import planted_ratings
 
 TABLES = ("u_weight", "i_weight", "u_bias", "i_bias")
@@ -38,7 +41,9 @@ def split():
     return ce.split_random(ratings, 0.2, seed=1)
 
 
-def tables_equal(a: EmbeddingDotBias, b: EmbeddingDotBias) -> bool:
+def tables_equal(a, b) -> bool:
+    """Whether two fitted models (or modules) have identical tables."""
+    a, b = getattr(a, "module", a), getattr(b, "module", b)
     return all(torch.equal(getattr(a, n).weight, getattr(b, n).weight) for n in TABLES)
 
 
@@ -67,10 +72,24 @@ def reference_adagrad(users, items, ratings, p, q, bu, bi, lr, wd, lo, span):
 def run_kernel(users, items, ratings, p, q, bu, bi, *, lr, wd, lo, span, route_below=0):
     acc = [np.zeros(len(p), np.float32), np.zeros(len(q), np.float32), np.zeros(len(p), np.float32), np.zeros(len(q), np.float32)]
     return fast._adagrad_blocks(
-        np.asarray(users, np.int32), np.asarray(items, np.int32), np.asarray(ratings, np.float32),
-        np.zeros(1, np.int64), len(ratings), np.full(1, lr, np.float32), fast.CHUNK, p, q, bu, bi, *acc,
-        np.float32(lo), np.float32(span), np.float32(wd), np.uint64(route_below), np.uint64(12345),
-    )  # fmt: skip
+        np.asarray(users, np.int32),
+        np.asarray(items, np.int32),
+        np.asarray(ratings, np.float32),
+        np.zeros(1, np.int64),
+        len(ratings),
+        np.full(1, lr, np.float32),
+        fast.CHUNK,
+        p,
+        q,
+        bu,
+        bi,
+        *acc,
+        np.float32(lo),
+        np.float32(span),
+        np.float32(wd),
+        np.uint64(route_below),
+        np.uint64(12345),
+    )
 
 
 def test_kernel_update_matches_row_wise_adagrad_written_out_in_python():
@@ -167,7 +186,9 @@ def test_jit_falls_back_to_no_cache_when_numba_has_no_writable_cache_dir(monkeyp
 def test_fast_and_autograd_engines_reach_the_same_rmse_on_planted_data(split):
     train, valid = split
     baseline = math.sqrt(np.mean((valid.frame["rating"] - train.frame["rating"].mean()) ** 2))
-    rmse = {name: ce.fit(train, valid=valid, engine=name, threads=1, progress=False).history.valid_rmse[-1] for name in ("fast", "autograd")}
+    rmse = {
+        name: ce.fit(train, valid=valid, engine=name, threads=1, progress=False).history.valid_rmse[-1] for name in ("fast", "autograd")
+    }
     assert rmse["fast"] < 0.6 * baseline and rmse["autograd"] < 0.6 * baseline
     assert rmse["fast"] == pytest.approx(rmse["autograd"], abs=0.015)
 
@@ -176,7 +197,7 @@ def test_fast_engine_with_one_thread_is_deterministic_for_a_seed(split):
     train, _ = split
     a, b, c = (ce.fit(train, engine="fast", seed=s, epochs=3, **SMALL) for s in (5, 5, 6))
     assert tables_equal(a, b)
-    assert not torch.equal(a.u_weight.weight, c.u_weight.weight)
+    assert not torch.equal(a.module.u_weight.weight, c.module.u_weight.weight)
     assert a.history.train_rmse == b.history.train_rmse
 
 
@@ -187,7 +208,7 @@ def test_fast_engine_with_two_threads_is_deterministic_for_a_seed(split):
         assert tables_equal(runs[0], other)  # stratified: no two threads share a row, whatever the timing
         assert other.history.train_rmse == runs[0].history.train_rmse
     other_seed = ce.fit(train, engine="fast", seed=6, epochs=3, **{**SMALL, "threads": 2})
-    assert not torch.equal(runs[0].u_weight.weight, other_seed.u_weight.weight)
+    assert not torch.equal(runs[0].module.u_weight.weight, other_seed.module.u_weight.weight)
 
 
 def test_bucketing_puts_each_routed_rating_in_its_cell_in_chunk_order():
@@ -231,8 +252,8 @@ def test_auto_engine_is_the_fast_one_on_cpu_and_each_records_its_optimiser(split
     grad = ce.fit(train, epochs=1, engine="autograd", **SMALL)
     assert (auto.history.params["engine"], auto.history.params["optimizer"]) == ("fast", "adagrad-rowwise")
     assert (grad.history.params["engine"], grad.history.params["optimizer"]) == ("autograd", "adam")
-    assert auto.history.params["lr"] == ce.train.ENGINE_DEFAULTS["fast"]["lr"]
-    assert grad.history.params["weight_decay"] == ce.train.ENGINE_DEFAULTS["autograd"]["weight_decay"]
+    assert auto.history.params["lr"] == ENGINE_DEFAULTS["fast"]["lr"]
+    assert grad.history.params["weight_decay"] == ENGINE_DEFAULTS["autograd"]["weight_decay"]
     assert auto.history.params["batch_size"] is None and grad.history.params["batch_size"] == len(train) // 50
     assert len(auto.history.train_seconds) == 1 and auto.history.train_seconds[0] <= auto.history.seconds[0]
 
@@ -273,14 +294,23 @@ def test_training_ids_are_encoded_as_the_registry_would(ratings_frame):
         "strings": pd.Series(["b", "a", "007", "b"], dtype=object),
     }
     for name, column in cases.items():
-        registry, rows = _encode_ids(column, "user")
+        registry, rows = _registry_and_rows(column, "user")
         expected = IdRegistry(column, name="user")
         assert registry == expected, name
         assert rows.dtype == np.int32 and rows.tolist() == expected.encode(column).tolist(), name
 
 
 def test_history_of_an_older_artifact_loads_without_the_new_fields():
-    old = {"epoch": [1], "lr": [0.01], "train_rmse": [1.0], "valid_rmse": [None], "seconds": [0.5], "best_epoch": None, "stopped_early": False, "params": {}}
+    old = {
+        "epoch": [1],
+        "lr": [0.01],
+        "train_rmse": [1.0],
+        "valid_rmse": [None],
+        "seconds": [0.5],
+        "best_epoch": None,
+        "stopped_early": False,
+        "params": {},
+    }
     h = FitHistory.from_dict({**old, "some_future_field": 1})
     assert h.train_seconds == [] and h.stop_reason is None and h.epoch == [1]
 
@@ -332,7 +362,7 @@ def test_resume_refuses_other_settings_or_other_data(split, tmp_path):
     other = train.frame.copy()
     other.loc[0, "rating"] = 6 - other.loc[0, "rating"] if other.loc[0, "rating"] != 3 else 1
     with pytest.raises(ValueError, match="training ratings differ"):
-        ce.fit(other, epochs=3, y_range=ce.train.default_y_range(train.frame["rating"].to_numpy()), resume=tmp_path / "ck", **SMALL)
+        ce.fit(other, epochs=3, y_range=default_y_range(train.frame["rating"].to_numpy()), resume=tmp_path / "ck", **SMALL)
     with pytest.raises(ValueError, match="not a collabemb checkpoint"):
         ce.fit(train, epochs=3, resume=tmp_path, **SMALL)
 
@@ -340,14 +370,21 @@ def test_resume_refuses_other_settings_or_other_data(split, tmp_path):
 def test_checkpoint_is_a_loadable_artifact_replaced_after_every_epoch(split, tmp_path):
     train, valid = split
     seen = []
-    model = ce.fit(train, valid=valid, epochs=3, checkpoint=tmp_path / "ck", on_epoch=lambda h: seen.append(read_checkpoint_state(tmp_path / "ck")["epoch"]), **SMALL)
+    model = ce.fit(
+        train,
+        valid=valid,
+        epochs=3,
+        checkpoint=tmp_path / "ck",
+        on_epoch=lambda h: seen.append(read_checkpoint_state(tmp_path / "ck")["epoch"]),
+        **SMALL,
+    )
     assert seen == [1, 2, 3]
     loaded = ce.load_model(tmp_path / "ck")
     assert tables_equal(loaded, model)
     assert loaded.history.epoch == [1, 2, 3] and loaded.history.params["engine"] == "fast"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary directories left behind
     state = json.loads((tmp_path / "ck" / "training_state.json").read_text())
-    assert state["format"] == "collabemb-checkpoint" and state["params"]["epochs"] == 3
+    assert state["format"] == "collabemb-checkpoint" and state["settings"]["epochs"] == 3
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a collabemb checkpoint; refusing"):
@@ -365,7 +402,7 @@ SIGINT_SCRIPT = textwrap.dedent(
         print(f"epoch {history.epoch[-1]}", flush=True)
     model = ce.fit(data, epochs=400, n_factors=16, threads=1, checkpoint=sys.argv[1], on_epoch=on_epoch, progress=False)
     print(f"stopped {model.history.stop_reason} after {model.history.epoch[-1]}", flush=True)
-    model.save(sys.argv[2])
+    ce.save_model(model, sys.argv[2])
     """
 )
 
@@ -375,8 +412,11 @@ def test_ctrl_c_keeps_the_last_finished_epoch_and_leaves_a_loadable_checkpoint(t
     script.write_text(SIGINT_SCRIPT)
     proc = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "ck"), str(tmp_path / "final")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         for line in proc.stdout:
             if line.strip() == "epoch 2":
@@ -400,7 +440,19 @@ def test_cli_fit_checkpoints_and_refuses_to_resume_with_other_settings(tmp_path,
     from collabemb.cli import main
 
     planted_ratings().to_csv(tmp_path / "r.csv", index=False)
-    args = ["fit", str(tmp_path / "r.csv"), "--out", str(tmp_path / "art"), "--epochs", "3", "--factors", "8", "--threads", "1", "--no-progress"]
+    args = [
+        "fit",
+        str(tmp_path / "r.csv"),
+        "--out",
+        str(tmp_path / "art"),
+        "--epochs",
+        "3",
+        "--n-factors",
+        "8",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert main([*args, "--engine", "fast", "--checkpoint", str(tmp_path / "ck")]) == 0
     assert read_checkpoint_state(tmp_path / "ck")["epoch"] == 3
     assert main([*args, "--resume", str(tmp_path / "ck")]) == 0  # finished: the saved model, nothing more to train

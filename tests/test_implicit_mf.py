@@ -14,7 +14,9 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 import collabemb as ce
-from collabemb.implicit_mf import DEFAULTS, fit_implicit, fit_popularity, fold_in_als, model_family
+from collabemb.coldstart import fold_in_als
+from collabemb.fitted import ModelIdentity
+from collabemb.implicit_mf import DEFAULTS, fit_implicit, fit_popularity
 from collabemb.metrics import evaluate
 from collabemb.splits import split_random_per_user
 
@@ -44,17 +46,22 @@ def split():
     return split_random_per_user(ratings, 3, seed=0)
 
 
-def pairwise_auc(model: ce.EmbeddingDotBias, train: ce.Ratings, test: ce.Ratings, *, seed: int = 0) -> float:
+def table(model: ce.FittedModel, name: str) -> np.ndarray:
+    """One of the module's four tables as numpy (``u_weight``, ``i_weight``, ``u_bias``, ``i_bias``)."""
+    return getattr(model.module, name).weight.detach().numpy()
+
+
+def pairwise_auc(model: ce.FittedModel, train: ce.Ratings, test: ce.Ratings, *, seed: int = 0) -> float:
     """Share of (held-out item, random untouched item) pairs the model orders correctly."""
     rng = np.random.default_rng(seed)
-    scores = model.u_weight.weight.detach().numpy() @ model.i_weight.weight.detach().numpy()[1:].T
-    scores += model.i_bias.weight.detach().numpy()[1:, 0]
+    scores = table(model, "u_weight") @ table(model, "i_weight")[1:].T
+    scores += table(model, "i_bias")[1:, 0]
     touched = pd.concat([train.frame, test.frame])
     u_rows = model.users.encode(test.frame["user"])
     pos = model.items.encode(test.frame["item"]) - 1
     neg = rng.integers(0, len(model.items), size=(len(pos), 20))
-    touched_set = set(zip(model.users.encode(touched["user"]).tolist(), (model.items.encode(touched["item"]) - 1).tolist()))
-    valid = np.array([[(u, j) not in touched_set for j in row] for u, row in zip(u_rows.tolist(), neg)])
+    touched_set = set(zip(model.users.encode(touched["user"]).tolist(), (model.items.encode(touched["item"]) - 1).tolist(), strict=True))
+    valid = np.array([[(u, j) not in touched_set for j in row] for u, row in zip(u_rows.tolist(), neg, strict=True)])
     better = scores[u_rows, pos][:, None] > scores[u_rows[:, None], neg]
     return float(better[valid].mean())
 
@@ -63,7 +70,7 @@ def pairwise_auc(model: ce.EmbeddingDotBias, train: ce.Ratings, test: ce.Ratings
 def test_each_model_ranks_held_out_positives_above_random_items(split, family):
     train, test = split
     model = fit_implicit(train, model=family, n_factors=8, seed=0)
-    assert model.y_range is None and model_family(model) == family
+    assert model.y_range is None and model.identity.family == family
     assert pairwise_auc(model, train, test) > 0.8
     assert pairwise_auc(fit_popularity(train), train, test) < 0.6  # the structure is not popularity
 
@@ -101,9 +108,9 @@ def test_als_factors_are_implicits_own_rows_shifted_by_one(split):
     matrix, users, items = _user_items(train.frame, train.frame["rating"].to_numpy())
     algo = _direct("als", matrix, 6, **DEFAULTS["als"])
     np.testing.assert_array_equal(model.users.ids, users)
-    np.testing.assert_array_equal(model.u_weight.weight.detach().numpy()[1:], algo.user_factors)
-    np.testing.assert_array_equal(model.i_weight.weight.detach().numpy()[1:], algo.item_factors)
-    assert not model.u_bias.weight.detach().any() and not model.i_bias.weight.detach().any()
+    np.testing.assert_array_equal(table(model, "u_weight")[1:], algo.user_factors)
+    np.testing.assert_array_equal(table(model, "i_weight")[1:], algo.item_factors)
+    assert not table(model, "u_bias").any() and not table(model, "i_bias").any()
 
 
 @pytest.mark.parametrize("family", ["bpr", "lmf"])
@@ -112,18 +119,19 @@ def test_bias_columns_move_into_the_bias_tables_and_scores_equal_implicits(split
     model = fit_implicit(train, model=family, n_factors=6, seed=7)
     matrix, users, items = _user_items(train.frame, np.ones(len(train)))
     algo = _direct(family, matrix, 6, **DEFAULTS[family])
-    assert model.i_weight.weight.shape == (len(items) + 1, 6)  # the bias columns are gone from the factors
+    assert table(model, "i_weight").shape == (len(items) + 1, 6)  # the bias columns are gone from the factors
     expected = algo.user_factors @ algo.item_factors.T  # implicit's score: the full vectors' dot product
     pairs = model.predict(np.repeat(users, len(items)), np.tile(items, len(users)))
     np.testing.assert_allclose(pairs["prediction"].to_numpy().reshape(len(users), len(items)), expected, rtol=1e-5, atol=1e-5)
-    assert model.i_bias.weight.detach()[1:].abs().sum() > 0
+    assert np.abs(table(model, "i_bias")[1:]).sum() > 0
 
 
 def test_row_zero_is_the_mean_of_the_known_rows_so_unseen_users_get_average_taste(split):
     train, _ = split
     model = fit_implicit(train, model="bpr", n_factors=6)
-    for table in (model.u_weight, model.i_weight, model.u_bias, model.i_bias):
-        w = table.weight.detach().numpy()
+    assert model.identity.row0 == "mean"
+    for name in ("u_weight", "i_weight", "u_bias", "i_bias"):
+        w = table(model, name)
         np.testing.assert_allclose(w[0], w[1:].mean(axis=0), rtol=1e-5, atol=1e-7)
     cold = model.predict([-5, -5], model.items.ids[:2])
     assert not cold["user_known"].any()
@@ -135,15 +143,16 @@ def test_row_zero_is_the_mean_of_the_known_rows_so_unseen_users_get_average_tast
 def test_artifact_round_trip_keeps_scores_and_the_recorded_hyperparameters(split, tmp_path):
     train, test = split
     model = fit_implicit(train, model="als", n_factors=8, threshold=3, weighting="log", alpha=2.0, regularization=0.5)
-    model.save(tmp_path / "als")
+    ce.save_model(model, tmp_path / "als")
     loaded = ce.load_model(tmp_path / "als")
     pairs = (test.frame["user"], test.frame["item"])
     pd.testing.assert_frame_equal(model.predict(*pairs), loaded.predict(*pairs))
+    expected = ModelIdentity(family="als", row0="mean", threshold=3.0, weighting="log", regularization=0.5, alpha=2.0)
+    assert loaded.identity == model.identity == expected
+    assert loaded.identity.fold_in == "als"
     params = loaded.history.params
-    assert model_family(loaded) == "als"
-    assert {k: params[k] for k in ("model", "n_factors", "regularization", "alpha", "threshold", "weighting", "iterations")} == {
-        "model": "als", "n_factors": 8, "regularization": 0.5, "alpha": 2.0, "threshold": 3.0, "weighting": "log", "iterations": 15,
-    }
+    recorded = {k: params[k] for k in ("n_factors", "regularization", "alpha", "iterations")}
+    assert recorded == {"n_factors": 8, "regularization": 0.5, "alpha": 2.0, "iterations": 15}
     assert params["n_interactions"] + params["n_dropped"] == len(train)
     assert loaded.y_range is None
 
@@ -151,7 +160,7 @@ def test_artifact_round_trip_keeps_scores_and_the_recorded_hyperparameters(split
 def test_fold_in_equals_implicits_recalculate_user_from_a_loaded_artifact(split, tmp_path):
     train, test = split
     model = fit_implicit(train, model="als", n_factors=8, threshold=2, weighting="raw", seed=7)
-    model.save(tmp_path / "als")
+    ce.save_model(model, tmp_path / "als")
     loaded = ce.load_model(tmp_path / "als")
     kept = train.frame[train.frame["rating"] >= 2]
     matrix, _, items = _user_items(kept, kept["rating"].to_numpy())
@@ -172,7 +181,8 @@ def test_fold_in_equals_implicits_recalculate_user_from_a_loaded_artifact(split,
     np.testing.assert_allclose(fold.vectors[solved], expected[solved], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(fold.ids, order)
     assert fold.n_ignored[list(order).index(1001)] == 1
-    np.testing.assert_array_equal(fold.vectors[~solved], np.repeat(loaded.u_weight.weight.detach().numpy()[:1], (~solved).sum(), 0))
+    np.testing.assert_array_equal(fold.vectors[~solved], np.repeat(table(loaded, "u_weight")[:1], (~solved).sum(), 0))
+    assert fold.table == "user" and (fold.source[~solved] == "unknown_slot").all()
 
 
 def test_fold_in_with_add_appends_users_whose_scores_match_the_solve(split):
@@ -183,7 +193,10 @@ def test_fold_in_with_add_appends_users_whose_scores_match_the_solve(split):
     fold = fold_in_als(model, new, add=True)
     assert len(model.users) == n_before + len(fold.ids)
     np.testing.assert_array_equal(fold.rows, model.users.encode(fold.ids))
-    np.testing.assert_allclose(model.weight(fold.ids), fold.vectors)
+    np.testing.assert_allclose(model.weight(fold.ids, "user"), fold.vectors)
+    query, rows = model.seen_items.items_of(fold.rows[:1])  # the new users' interactions are stored as seen pairs
+    first = new[new["user"] == fold.ids[0]]
+    assert sorted(model.items.decode(rows).tolist()) == sorted(first.loc[first["item"].isin(model.items.ids), "item"].tolist())
     with pytest.raises(ValueError, match="already known"):
         fold_in_als(model, new, add=True)
     anonymous = fold_in_als(model, new[new["user"] == fold.ids[0]].drop(columns="user"))
@@ -196,6 +209,7 @@ def test_fold_in_refuses_models_without_a_closed_form(split):
     for model in (fit_implicit(train, model="bpr", n_factors=4, iterations=2), fit_popularity(train)):
         with pytest.raises(ValueError, match="needs an ALS model"):
             fold_in_als(model, test.frame)
+        assert model.identity.fold_in is None
 
 
 def test_threshold_keeps_only_users_and_items_with_a_positive():
@@ -204,7 +218,8 @@ def test_threshold_keeps_only_users_and_items_with_a_positive():
     assert model.users.ids.tolist() == [1, 3] and model.items.ids.tolist() == [10, 12]
     assert model.history.params["n_dropped"] == 2
     popular = fit_popularity(frame, threshold=4)
-    np.testing.assert_array_equal(popular.bias([10, 12, 11], is_item=True), [2.0, 1.0, 1.5])  # 11 unknown: the mean
+    np.testing.assert_array_equal(popular.bias([10, 12, 11], "item"), [2.0, 1.0, 1.5])  # 11 unknown: the mean
+    assert popular.identity == ModelIdentity(family="popularity", row0="mean_count", threshold=4.0)
     with pytest.raises(ValueError, match="no interaction is >= threshold 6"):
         fit_implicit(frame, threshold=6)
 
@@ -213,14 +228,14 @@ def test_a_dataframe_without_a_rating_column_weighs_every_interaction_one():
     frame = planted_interactions(n_users=40, n_items=40, per_user=8)
     with_ones = fit_implicit(frame.assign(rating=1.0), model="als", n_factors=4)
     without = fit_implicit(frame.drop(columns="rating"), model="als", n_factors=4)
-    np.testing.assert_array_equal(with_ones.i_weight.weight.detach().numpy(), without.i_weight.weight.detach().numpy())
+    np.testing.assert_array_equal(table(with_ones, "i_weight"), table(without, "i_weight"))
 
 
 def test_raw_weighting_changes_als_and_refuses_non_positive_values():
     frame = planted_interactions(n_users=40, n_items=40, per_user=8)
     binary = fit_implicit(frame, model="als", n_factors=4)
     raw = fit_implicit(frame, model="als", n_factors=4, weighting="raw")
-    assert not np.allclose(binary.i_weight.weight.detach().numpy(), raw.i_weight.weight.detach().numpy())
+    assert not np.allclose(table(binary, "i_weight"), table(raw, "i_weight"))
     with pytest.raises(ValueError, match="weighting='log' needs positive values; 1 kept"):
         fit_implicit(frame.assign(rating=np.r_[0.0, frame["rating"].to_numpy()[1:]]), weighting="log")
 
@@ -250,10 +265,10 @@ def test_same_seed_gives_identical_factors_and_blas_is_limited_without_a_warning
         a = fit_implicit(train, model="bpr", n_factors=4, iterations=5, seed=3)
     b = fit_implicit(train, model="bpr", n_factors=4, iterations=5, seed=3)
     c = fit_implicit(train, model="bpr", n_factors=4, iterations=5, seed=4)
-    np.testing.assert_array_equal(a.u_weight.weight.detach().numpy(), b.u_weight.weight.detach().numpy())
-    assert not np.array_equal(a.u_weight.weight.detach().numpy(), c.u_weight.weight.detach().numpy())
+    np.testing.assert_array_equal(table(a, "u_weight"), table(b, "u_weight"))
+    assert not np.array_equal(table(a, "u_weight"), table(c, "u_weight"))
     one, two = (fit_implicit(train, model="als", n_factors=4, iterations=3, threads=t) for t in (1, 2))
-    np.testing.assert_array_equal(one.i_weight.weight.detach().numpy(), two.i_weight.weight.detach().numpy())  # ALS: any threads
+    np.testing.assert_array_equal(table(one, "i_weight"), table(two, "i_weight"))  # ALS: any threads
 
 
 def test_string_ids_keep_their_rows_and_predict_by_raw_id():
@@ -261,7 +276,7 @@ def test_string_ids_keep_their_rows_and_predict_by_raw_id():
     frame["user"] = [f"u{v:03d}" for v in frame["user"]]
     frame["item"] = [f"i{v:03d}" for v in frame["item"]]
     model = fit_implicit(frame, model="als", n_factors=4)
-    assert model.users.kind == "str" and model.items.ids[0] == "i001"
+    assert model.users.id_type == "str" and model.items.ids[0] == "i001"
     pred = model.predict(["u001", "nobody"], ["i001", "i001"])
     assert pred["user_known"].tolist() == [True, False]
 
@@ -270,7 +285,7 @@ def test_ranking_by_score_and_similar_items_from_a_loaded_als_artifact(split, tm
     """What ``recommend`` and ``similar_items`` compute, checked from the artifact by brute force."""
     train, _ = split
     model = fit_implicit(train, model="als", n_factors=8)
-    model.save(tmp_path / "als")
+    ce.save_model(model, tmp_path / "als")
     loaded = ce.load_model(tmp_path / "als")
     from collabemb.metrics import top_k_rows
 
@@ -282,8 +297,8 @@ def test_ranking_by_score_and_similar_items_from_a_loaded_als_artifact(split, tm
     group = (loaded.items.decode(rows[0]) - 1) % N_GROUPS
     assert (group == (user - 1) % N_GROUPS).mean() >= 0.9  # the user's own taste group
 
-    similar = loaded.similar_items([1], k=5)
-    vectors = loaded.i_weight.weight.detach().numpy()[1:]
+    similar = ce.similar_items(loaded, [1], k=5)
+    vectors = table(loaded, "i_weight")[1:]
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     cosine = unit @ unit[0]
     cosine[0] = -np.inf  # the query itself is excluded
@@ -294,9 +309,9 @@ def test_ranking_by_score_and_similar_items_from_a_loaded_als_artifact(split, tm
 def test_recommend_from_a_loaded_als_artifact_excludes_seen_items(split, tmp_path):
     train, _ = split
     model = fit_implicit(train, model="als", n_factors=8)
-    model.save(tmp_path / "als")
+    ce.save_model(model, tmp_path / "als")
     loaded = ce.load_model(tmp_path / "als")
-    recs = loaded.recommend([5], k=10, seen=train)
+    recs = ce.recommend(loaded, [5], k=10, seen=train)
     seen = set(train.frame.loc[train.frame["user"] == 5, "item"])
     assert len(recs) == 10 and not seen & set(recs["item"])
     from collabemb.metrics import top_k_rows
@@ -305,6 +320,7 @@ def test_recommend_from_a_loaded_als_artifact_excludes_seen_items(split, tmp_pat
     rows, scores = top_k_rows(loaded, loaded.users.encode([5]), 10, exclude=exclude)
     np.testing.assert_array_equal(recs["item"].to_numpy(), loaded.items.decode(rows[0]))
     np.testing.assert_allclose(recs["score"].to_numpy(), scores[0], rtol=1e-5)
+    pd.testing.assert_frame_equal(ce.recommend(loaded, [5], k=10), recs)  # the stored training pairs are train's
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -330,11 +346,12 @@ def test_cli_fits_implicit_models_and_evaluates_them(split, tmp_path, capsys):
     train, test = split
     train.frame.to_csv(tmp_path / "train.csv", index=False)
     test.frame.to_csv(tmp_path / "test.csv", index=False)
-    fitted = _cli("fit-implicit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "als"), "--model", "als",
-                  "--factors", "8", "--threshold", "2", "--no-progress")  # once through the real entry point
+    options = ["--out", str(tmp_path / "als"), "--model", "als", "--n-factors", "8", "--threshold", "2", "--no-progress"]
+    fitted = _cli("fit-implicit", str(tmp_path / "train.csv"), *options)  # once through the real entry point
     assert fitted.returncode == 0, fitted.stderr
-    assert "trained als" in fitted.stdout and "row 0, the unknown slot: mean of the known rows (not trained)" in fitted.stdout
-    code, out, err = _main(capsys, "evaluate", str(tmp_path / "als"), str(tmp_path / "test.csv"), "--train", str(tmp_path / "train.csv"), "--k", "5")
+    assert "trained als" in fitted.stdout and "row 0, the unknown slot: the mean of the known rows (not trained)" in fitted.stdout
+    train_file, test_file = str(tmp_path / "train.csv"), str(tmp_path / "test.csv")
+    code, out, err = _main(capsys, "evaluate", str(tmp_path / "als"), test_file, "--train", train_file, "--k", "5")
     assert code == 0, err
     assert "relevant: rating >= 2 (the model's training threshold)" in out
     table = _table(out)
@@ -343,7 +360,7 @@ def test_cli_fits_implicit_models_and_evaluates_them(split, tmp_path, capsys):
     for name, value in expected.items():
         assert float(table[name]) == pytest.approx(value, abs=5e-5), name
     code, out, _ = _main(capsys, "info", str(tmp_path / "als"))
-    assert code == 0 and "row 0         the unknown slot (mean of the known rows (not trained))" in out
+    assert code == 0 and "row 0         the unknown slot, the mean of the known rows (not trained)" in out
 
 
 def test_cli_evaluate_of_a_rating_model_reports_rmse_and_refuses_without_seen_items(tmp_path, capsys):
@@ -352,12 +369,14 @@ def test_cli_evaluate_of_a_rating_model_reports_rmse_and_refuses_without_seen_it
     code, _, err = _main(capsys, "fit-implicit", str(tmp_path / "r.csv"), "--out", str(tmp_path / "pop"), "--model", "popularity")
     assert code == 0, err
     pop = ce.load_model(tmp_path / "pop")
-    assert pop.seen_items is not None and len(pop.seen_items) == len(frame)  # fit records every training pair
-    pop.seen_items = None
+    assert len(pop.seen_items) == len(frame)  # fit records every training pair
+    pop.seen_items = ce.SeenItems.empty(pop.users.n_rows)
     with pytest.raises(ValueError, match="pass train="):
         evaluate(pop, ce.read_ratings(frame), k=3)
-    code, _, err = _main(capsys, "fit", str(tmp_path / "r.csv"), "--out", str(tmp_path / "edb"), "--epochs", "2", "--factors", "4", "--no-progress")
+    settings = ["--epochs", "2", "--n-factors", "4", "--no-progress"]
+    code, _, err = _main(capsys, "fit", str(tmp_path / "r.csv"), "--out", str(tmp_path / "edb"), *settings)
     assert code == 0, err
     code, out, err = _main(capsys, "evaluate", str(tmp_path / "edb"), str(tmp_path / "r.csv"), "--include-seen", "--k", "3")
     assert code == 0, err
-    assert list(_table(out)) == ["metric", "rmse", "mae", "precision@3", "recall@3", "ndcg@3", "map@3", "hit_rate@3", "coverage@3", "users"]
+    ranking = ["precision@3", "recall@3", "ndcg@3", "map@3", "hit_rate@3", "coverage@3"]
+    assert list(_table(out)) == ["metric", "rmse", "mae", *ranking, "users", "excluded_test_pairs"]

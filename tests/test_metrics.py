@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 import collabemb as ce
 from collabemb.implicit_mf import fit_popularity
 from collabemb.metrics import (
+    ExcludedTestPairsWarning,
     average_precision_at_k,
     catalogue_coverage,
     evaluate,
@@ -25,7 +27,9 @@ from collabemb.metrics import (
     recall_at_k,
     top_k_rows,
 )
-from collabemb.splits import split_random_per_user
+from collabemb.splits import split_random, split_random_per_user
+
+from conftest import planted_ratings
 
 # User 0: hits at positions 1 and 3 of 4, three relevant items (9 is never recommended).
 # User 1: no hit, one relevant item, a list padded with -1.  User 2: nothing relevant.
@@ -140,6 +144,7 @@ def test_top_k_rows_of_a_rating_model_follow_its_predicted_ratings():
     ratings = ce.read_ratings(pd.DataFrame({"user": [1, 1, 2, 2, 3], "item": [1, 2, 2, 3, 1], "rating": [5.0, 1, 4, 2, 3]}))
     model = ce.fit(ratings, n_factors=2, epochs=3, progress=False)
     rows, _ = top_k_rows(model, model.users.encode([1, 2, 3]), 3)
+    np.testing.assert_array_equal(top_k_rows(model.module, model.users.encode([1, 2, 3]), 3)[0], rows)  # module or fitted
     all_items = model.items.ids
     for u, user in enumerate([1, 2, 3]):
         pred = model.predict([user] * 3, all_items)["prediction"].to_numpy()
@@ -162,6 +167,7 @@ def test_evaluate_popularity_on_a_hand_built_case():
             "hit_rate@2": 1.0,
             "coverage@2": 3 / 4,
             "users": 2,
+            "excluded_test_pairs": 0,
         }
     )
     everything = evaluate(model, test, train=train, k=2)  # no threshold: 12 is relevant too
@@ -182,7 +188,7 @@ def test_evaluate_refuses_to_leave_seen_items_in_silently():
     model = fit_popularity(train)
     # the fitted model remembers its training pairs: user 1's item 10 is left out, 11 is the hit
     assert evaluate(model, test, k=1)["precision@1"] == 1.0
-    model.seen_items = None
+    model.seen_items = ce.SeenItems.empty(model.users.n_rows)  # a model that holds no training pairs
     with pytest.raises(ValueError, match="train="):
         evaluate(model, test)
     # without exclusion user 1's own item 10 comes first (tie with 11, lower row)
@@ -190,20 +196,67 @@ def test_evaluate_refuses_to_leave_seen_items_in_silently():
 
 
 def test_rating_errors_of_a_constant_model():
-    model = _scored_model([0.0, 0.0], n_users=2)
-    model.y_range = (0.0, 5.0)  # every prediction is the sigmoid midpoint, 2.5
+    module = _scored_model([0.0, 0.0], n_users=2)
+    module.y_range = (0.0, 5.0)  # every prediction is the sigmoid midpoint, 2.5
+    model = ce.FittedModel(module)
     test = ce.read_ratings(pd.DataFrame({"user": [1, 2, 3], "item": [10, 11, 10], "rating": [5.0, 2.0, 5.0]}))
     errors = rating_errors(model, test)
     assert errors == pytest.approx({"rmse": math.sqrt((2.5**2 + 0.5**2 + 2.5**2) / 3), "mae": (2.5 + 0.5 + 2.5) / 3})
     assert set(evaluate(model, test, k=1, exclude_seen=False)) >= {"rmse", "mae", "ndcg@1"}
     with pytest.raises(ValueError, match="rating model"):
-        rating_errors(_scored_model([0.0]), test)
+        rating_errors(ce.FittedModel(_scored_model([0.0])), test)
+
+
+@pytest.fixture(scope="module")
+def split():
+    ratings = ce.read_ratings(planted_ratings(n_users=50, n_items=40, per_user=12, seed=4))
+    return ratings, *split_random(ratings, 0.2, seed=0)
+
+
+def test_evaluate_warns_when_test_pairs_are_among_the_excluded_seen_items(split):
+    ratings, _, test = split
+    model = ce.fit(ratings, n_factors=4, epochs=2, seed=0, progress=False)  # trained on the test pairs too
+    with pytest.warns(ExcludedTestPairsWarning) as caught:
+        out = evaluate(model, test, k=5)
+    assert out["excluded_test_pairs"] == len(test)
+    assert out["recall@5"] == 0.0  # every relevant item was excluded as seen
+    assert str(caught[0].message) == (
+        f"{len(test)} of {len(test)} test pairs are among the excluded training pairs (seen items) and can never be hit; "
+        "were validation/test pairs stored as training pairs?"
+    )
+    with pytest.warns(ExcludedTestPairsWarning, match=f"^{len(test)} of {len(test)} test pairs"):
+        assert evaluate(model, test, train=ratings, k=5)["excluded_test_pairs"] == len(test)  # train= excludes them too
+
+
+def test_evaluate_counts_exactly_the_test_pairs_stored_as_training_pairs(split):
+    _, train, test = split
+    model = ce.fit(train, n_factors=4, epochs=2, seed=0, progress=False)
+    leaked = test.frame.iloc[:37]
+    model.set_seen_items(pd.concat([train.frame, leaked]))
+    with pytest.warns(ExcludedTestPairsWarning, match=f"^37 of {len(test)} test pairs"):
+        assert evaluate(model, test, k=5)["excluded_test_pairs"] == 37
+    relevant = int((test.frame["rating"] >= 4).sum())
+    leaked_relevant = int((leaked["rating"] >= 4).sum())
+    with pytest.warns(ExcludedTestPairsWarning, match=f"^{leaked_relevant} of {relevant} relevant test pairs"):
+        assert evaluate(model, test, k=5, threshold=4)["excluded_test_pairs"] == leaked_relevant
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExcludedTestPairsWarning)
+        assert evaluate(model, test, k=5, exclude_seen=False)["excluded_test_pairs"] == 0  # nothing is excluded
+
+
+def test_evaluate_of_a_model_trained_on_the_train_split_does_not_warn(split):
+    _, train, test = split
+    model = ce.fit(train, n_factors=4, epochs=2, seed=0, progress=False)
+    assert len(model.seen_items) == len(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExcludedTestPairsWarning)
+        out = evaluate(model, test, k=5)
+        assert evaluate(model, test, train=train, k=5) == pytest.approx(out)
+    assert out["excluded_test_pairs"] == 0 and out["recall@5"] > 0
 
 
 def test_split_random_per_user_holds_out_n_per_user_reproducibly():
-    frame = pd.DataFrame(
-        {"user": np.repeat([1, 2, 3], [6, 3, 2]), "item": np.arange(11), "rating": np.arange(11, dtype=float)}
-    )
+    frame = pd.DataFrame({"user": np.repeat([1, 2, 3], [6, 3, 2]), "item": np.arange(11), "rating": np.arange(11, dtype=float)})
     ratings = ce.read_ratings(frame)
     train, test = split_random_per_user(ratings, 2, seed=3)
     assert test.frame["user"].value_counts().to_dict() == {1: 2, 2: 2}  # user 3 has only 2: all in train

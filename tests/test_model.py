@@ -7,6 +7,7 @@ import torch
 
 import collabemb as ce
 from collabemb.registry import IdRegistry
+
 from conftest import planted_ratings
 
 FAST = {"epochs": 8, "n_factors": 8, "threads": 1}
@@ -39,16 +40,16 @@ def test_weight_and_bias_by_raw_id_are_the_registry_rows(fitted):
     ids = fitted.users.ids[[5, 0, 17]]
     rows = fitted.users.encode(ids)
     assert rows.tolist() == [6, 1, 18]
-    table = fitted.u_weight.weight.detach().numpy()
-    np.testing.assert_array_equal(fitted.weight(ids), table[rows])
-    np.testing.assert_array_equal(fitted.bias(fitted.items.ids[:3], is_item=True), fitted.i_bias.weight.detach().numpy()[[1, 2, 3], 0])
-    assert fitted.weight(ids).dtype == np.float32 and fitted.weight(ids).shape == (3, FAST["n_factors"])
+    table = fitted.module.u_weight.weight.detach().numpy()
+    np.testing.assert_array_equal(fitted.weight(ids, "user"), table[rows])
+    np.testing.assert_array_equal(fitted.bias(fitted.items.ids[:3], "item"), fitted.module.i_bias.weight.detach().numpy()[[1, 2, 3], 0])
+    assert fitted.weight(ids, "user").dtype == np.float32 and fitted.weight(ids, "user").shape == (3, FAST["n_factors"])
 
 
 def test_weight_of_unseen_id_is_the_unknown_row_or_raises(fitted):
-    np.testing.assert_array_equal(fitted.weight([10**9]), fitted.u_weight.weight.detach().numpy()[[0]])
+    np.testing.assert_array_equal(fitted.weight([10**9], "user"), fitted.module.u_weight.weight.detach().numpy()[[0]])
     with pytest.raises(ce.UnknownIdError, match="1 unseen user ID"):
-        fitted.weight([10**9], unknown="raise")
+        fitted.weight([10**9], "user", unknown="raise")
 
 
 def test_fit_learns_planted_structure_well_beyond_the_global_mean(split, fitted):
@@ -94,8 +95,8 @@ def test_same_seed_and_threads_give_identical_weights(split):
     b = ce.fit(train, seed=7, **FAST)
     c = ce.fit(train, seed=8, **FAST)
     for name in ("u_weight", "i_weight", "u_bias", "i_bias"):
-        assert torch.equal(getattr(a, name).weight, getattr(b, name).weight)
-    assert not torch.equal(a.u_weight.weight, c.u_weight.weight)
+        assert torch.equal(getattr(a.module, name).weight, getattr(b.module, name).weight)
+    assert not torch.equal(a.module.u_weight.weight, c.module.u_weight.weight)
 
 
 def test_history_has_one_entry_per_epoch_and_follows_the_schedule(fitted):
@@ -111,7 +112,9 @@ def test_history_has_one_entry_per_epoch_and_follows_the_schedule(fitted):
 
 def test_early_stopping_keeps_the_best_epoch(split):
     train, valid = split
-    model = ce.fit(train, valid=valid, epochs=40, n_factors=32, weight_decay=0.0, lr=0.05, lr_schedule="constant", early_stopping=2, threads=1)
+    model = ce.fit(
+        train, valid=valid, epochs=40, n_factors=32, weight_decay=0.0, lr=0.05, lr_schedule="constant", early_stopping=2, threads=1
+    )
     h = model.history
     assert h.stopped_early and len(h.epoch) < 40
     assert h.best_epoch == int(np.argmin(h.valid_rmse)) + 1
@@ -121,7 +124,7 @@ def test_early_stopping_keeps_the_best_epoch(split):
 def test_fit_accepts_a_dataframe_with_named_columns_and_string_ids():
     frame = planted_ratings(string_ids=True).rename(columns={"user": "who", "item": "what", "rating": "stars"})
     model = ce.fit(frame, user_col="who", item_col="what", rating_col="stars", **FAST)
-    assert model.users.kind == "str" and model.users.ids[0] == "u001"
+    assert model.users.id_type == "str" and model.users.ids[0] == "u001"
     out = model.predict(["u001", "nobody"], ["i001", "i001"])
     assert out["user_known"].tolist() == [True, False]
 
@@ -133,6 +136,10 @@ def test_fit_accepts_a_dataframe_with_named_columns_and_string_ids():
         ({"early_stopping": 2}, "early_stopping needs validation"),
         ({"lr_schedule": "warp"}, "lr_schedule must be"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"epochs": 0}, "cuda|epochs"),
+        ({"lr": -1.0}, "lr must be a finite number > 0"),
+        ({"weight_decay": float("nan")}, "weight_decay must be a finite number >= 0"),
+        ({"epochs": 2.5}, "epochs must be an integer"),
+        ({"engine": "warp"}, "engine must be one of"),
     ],
 )
 def test_fit_rejects_bad_arguments_with_a_clear_message(ratings_frame, kwargs, message):
@@ -149,3 +156,45 @@ def test_predict_from_pandas_series_keeps_ids(fitted):
     users = pd.Series(fitted.users.ids[:4])
     out = fitted.predict(users, pd.Series(fitted.items.ids[:4]))
     assert out["user"].tolist() == users.tolist()
+
+
+def test_fit_refuses_an_unknown_setting_by_name(ratings_frame):
+    with pytest.raises(TypeError, match="unknown training setting.*n_factor"):
+        ce.fit(ratings_frame, n_factor=8)
+
+
+def test_settings_object_and_keywords_give_the_same_model(ratings_frame):
+    a = ce.fit(ratings_frame, settings=ce.FitSettings(**FAST))
+    b = ce.fit(ratings_frame, **FAST)
+    assert torch.equal(a.module.u_weight.weight, b.module.u_weight.weight)
+    assert a.history.params == b.history.params
+
+
+def test_validation_pairs_are_not_stored_as_training_pairs(split):
+    train, valid = split
+    fitted = ce.fit(train, valid=valid, **FAST)
+    assert len(fitted.seen_items) == len(train)
+    vu, vi = fitted.users.encode(valid.frame["user"]), fitted.items.encode(valid.frame["item"])
+    known = (vu > 0) & (vi > 0)
+    assert not fitted.seen_items.contains(vu[known], vi[known]).any()
+
+
+def test_module_knows_no_fit_state_and_the_fitted_model_types_every_field(fitted):
+    module = fitted.module
+    for name in ("history", "seen_items", "index", "item_metadata", "save", "build_index", "recommend"):
+        assert not hasattr(module, name)
+    assert isinstance(fitted.identity, ce.ModelIdentity) and fitted.identity.family == "rating"
+    assert fitted.identity.weight_decay == fitted.history.params["weight_decay"]
+    assert isinstance(fitted.seen_items, ce.SeenItems) and fitted.item_metadata.empty and fitted.index is None
+
+
+def test_append_rows_grows_a_table_by_copy_and_leaves_old_registries_valid(fitted):
+    module = ce.fit(planted_ratings(20, 15, 6), **FAST).module
+    old_users = module.users
+    rows = module.append_rows("user", [10_001, 10_000], np.ones((2, FAST["n_factors"]), np.float32), [0.5, -0.5])
+    assert rows.tolist() == [len(old_users) + 2, len(old_users) + 1]
+    assert module.users is not old_users and len(old_users) == 20 and 10_000 not in old_users
+    assert module.u_weight.weight.shape[0] == old_users.n_rows + 2
+    np.testing.assert_array_equal(module.bias([10_000, 10_001], "user"), np.array([-0.5, 0.5], np.float32))
+    with pytest.raises(ValueError, match="new user IDs only"):
+        module.append_rows("user", [10_000], np.ones((1, FAST["n_factors"])), [0.0])

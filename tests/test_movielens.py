@@ -72,9 +72,7 @@ def write_ml1m(directory: Path, *, with_users: bool = True) -> Path:
 def write_ml_latest(directory: Path) -> Path:
     """An ml-latest: csv with header, half-star ratings, quoted titles holding commas and quotes."""
     directory.mkdir(parents=True)
-    (directory / "ratings.csv").write_text(
-        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,11,3.5,964981247\n7,200,0.5,1106635946\n"
-    )
+    (directory / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,11,3.5,964981247\n7,200,0.5,1106635946\n")
     (directory / "movies.csv").write_text(
         "movieId,title,genres\n"
         "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
@@ -82,7 +80,7 @@ def write_ml_latest(directory: Path) -> Path:
         '143,"""Great Performances"" Cats (1998)",Musical\n'
         "150,Babylon 5,(no genres listed)\n"
         "200,(500) Days of Summer (2009),Comedy|Drama|Romance\n"
-        "210,\"Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)\",Comedy|Romance\n",
+        '210,"Amélie (Fabuleux destin d\'Amélie Poulain, Le) (2001)",Comedy|Romance\n',
         encoding="utf-8",
     )
     return directory
@@ -113,9 +111,7 @@ def test_ml100k_directory_gives_ratings_items_with_genres_from_u_genre_and_users
     assert list(items.columns) == ["item", "title", "genres", "year"]
     assert items["item"].dtype == np.int64 and items["year"].dtype == "Int64"
     assert items["item"].tolist() == [1, 2, 3, 4, 5]
-    assert items["title"].tolist() == [
-        "Toy Story (1995)", "Misérables, Les (1995)", "GoldenEye (1995)", "unknown", "Two Friends (1986)",
-    ]  # fmt: skip
+    assert items["title"].tolist() == ["Toy Story (1995)", "Misérables, Les (1995)", "GoldenEye (1995)", "unknown", "Two Friends (1986)"]
     assert items["genres"].tolist() == ["Comedy", "Drama", "Action|Comedy", "unknown", ""]
     assert items["year"].tolist() == [1995, 1995, 1995, pd.NA, 1986]
 
@@ -173,9 +169,13 @@ def test_ml_latest_directory_keeps_quoted_commas_and_blanks_no_genres_listed(tmp
         "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)",
     ]
     assert ml.items["genres"].tolist() == [
-        "Adventure|Animation|Children|Comedy|Fantasy", "Comedy|Drama|Romance", "Musical", "",
-        "Comedy|Drama|Romance", "Comedy|Romance",
-    ]  # fmt: skip
+        "Adventure|Animation|Children|Comedy|Fantasy",
+        "Comedy|Drama|Romance",
+        "Musical",
+        "",
+        "Comedy|Drama|Romance",
+        "Comedy|Romance",
+    ]
     assert ml.items["year"].tolist() == [1995, 1995, 1998, pd.NA, 2009, 2001]
 
 
@@ -448,9 +448,7 @@ def test_ml10m_archive_folder_is_stored_under_the_set_name(tmp_path, served):
 
 
 @pytest.mark.parametrize(
-    "md5_file",
-    ["MD5 (ml-latest-small.zip) = {digest}\n", "{digest}  ml-latest-small.zip\n"],
-    ids=["bsd-style", "md5sum-style"],
+    "md5_file", ["MD5 (ml-latest-small.zip) = {digest}\n", "{digest}  ml-latest-small.zip\n"], ids=["bsd-style", "md5sum-style"]
 )
 def test_ml_latest_small_download_checks_the_published_md5_file(tmp_path, served, md5_file):
     digest = zip_directory(write_ml_latest(tmp_path / "src"), served.root / "ml-latest-small.zip", "ml-latest-small")

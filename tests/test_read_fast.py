@@ -49,7 +49,9 @@ def assert_same(a, b) -> None:
 
 ID_TEXT = st.one_of(
     st.integers(-50, 400).map(str),
-    st.sampled_from(["007", "0", "-0", "+5", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "u1", "x y", "NA", "", " 3"]),
+    st.sampled_from(
+        ["007", "0", "-0", "+5", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "u1", "x y", "NA", "", " 3"]
+    ),
     st.text("abc019", min_size=1, max_size=4),
 )
 RATING_TEXT = st.one_of(
@@ -83,7 +85,9 @@ def rating_files(draw):
 def test_fast_and_careful_readers_agree_on_generated_files(tmp_path, text, duplicates, id_type):
     path = tmp_path / "r.csv"
     path.write_bytes(text.encode())
-    assert_same(outcome(read_ratings, path, duplicates=duplicates, id_type=id_type), outcome(careful, path, duplicates=duplicates, id_type=id_type))
+    assert_same(
+        outcome(read_ratings, path, duplicates=duplicates, id_type=id_type), outcome(careful, path, duplicates=duplicates, id_type=id_type)
+    )
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collabemb.registry import UNKNOWN_ROW, IdRegistry, UnknownIdError, id_kind_of
+from collabemb.registry import UNKNOWN_ROW, IdRegistry, UnknownIdError, id_type_of
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -27,10 +27,7 @@ int_ids = st.one_of(
     st.integers(-10, 10),
 )
 # any code point, lone surrogates included (hypothesis leaves category Cs out by default)
-any_char = st.one_of(
-    st.characters(exclude_categories=[]),
-    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=[]),
-)
+any_char = st.one_of(st.characters(exclude_categories=[]), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=[]))
 str_ids = st.one_of(
     st.text(any_char, max_size=8),
     st.sampled_from(["7", "007", "0007", "0", "00", "-7", " 7", "7 ", "", "\x00", "a\x00", "\ud800", "\udfff"]),
@@ -40,9 +37,7 @@ int_id_lists = st.lists(int_ids, min_size=1, max_size=30)
 str_id_lists = st.lists(str_ids, min_size=1, max_size=30)
 id_lists = st.one_of(int_id_lists, str_id_lists)
 
-FAST = settings(
-    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def json_round_trip(reg: IdRegistry) -> IdRegistry:
@@ -88,7 +83,7 @@ def test_empty_registry_has_only_the_unknown_row():
 
 def test_leading_zero_strings_are_distinct_ids_and_stay_strings():
     reg = IdRegistry(["007", "7", "0007"])
-    assert reg.kind == "str"
+    assert reg.id_type == "str"
     assert reg.ids.tolist() == ["0007", "007", "7"]
     assert all(type(v) is str for v in reg.ids)
     assert reg.encode(["7", "007", "0007"]).tolist() == [3, 2, 1]
@@ -96,7 +91,7 @@ def test_leading_zero_strings_are_distinct_ids_and_stay_strings():
 
 def test_int_ids_stay_ints_as_int64():
     reg = IdRegistry([7, 8])
-    assert reg.kind == "int"
+    assert reg.id_type == "int"
     assert reg.ids.dtype == np.int64
     assert reg.decode([1, 2]).tolist() == [7, 8]
 
@@ -162,24 +157,24 @@ def test_missing_id_is_rejected_with_its_position():
 
 def test_explicit_kind_mismatch_is_rejected():
     with pytest.raises(TypeError, match=r"^user IDs must be int, found str$"):
-        IdRegistry(["a"], kind="int", name="user")
+        IdRegistry(["a"], id_type="int", name="user")
 
 
 def test_pandas_inputs_of_each_dtype_give_the_plain_kind():
     assert IdRegistry(pd.Series([3, 1], dtype="Int64")).ids.tolist() == [1, 3]
     assert IdRegistry(pd.Series([3, 1], dtype=np.int32)).ids.dtype == np.int64
     strs = IdRegistry(pd.Series(["b", "a"], dtype="str"))
-    assert strs.kind == "str" and strs.ids.dtype == object and strs.ids.tolist() == ["a", "b"]
+    assert strs.id_type == "str" and strs.ids.dtype == object and strs.ids.tolist() == ["a", "b"]
     cats = IdRegistry(pd.Series(["b", "a", "b"], dtype="category"))
-    assert cats.kind == "str" and cats.ids.tolist() == ["a", "b"]
+    assert cats.id_type == "str" and cats.ids.tolist() == ["a", "b"]
     assert IdRegistry(np.array(["y", "x"])).ids.tolist() == ["x", "y"]
     assert all(type(v) is str for v in IdRegistry(np.array(["y", "x"])).ids)
 
 
-def test_id_kind_of_returns_int64_or_object_arrays():
-    arr, kind = id_kind_of([3, 1])
+def test_id_type_of_returns_int64_or_object_arrays():
+    arr, kind = id_type_of([3, 1])
     assert kind == "int" and arr.dtype == np.int64 and arr.tolist() == [3, 1]
-    arr, kind = id_kind_of(["3", "1"])
+    arr, kind = id_type_of(["3", "1"])
     assert kind == "str" and arr.dtype == object and arr.tolist() == ["3", "1"]
 
 
@@ -202,7 +197,7 @@ def test_querying_a_str_registry_with_ints_is_a_type_error_too():
 def test_encode_maps_unseen_ids_to_the_unknown_row_by_default():
     reg = IdRegistry(["a", "b"])
     assert reg.encode(["b", "zzz", "a", "A"]).tolist() == [2, 0, 1, 0]
-    assert reg.encode(["b", "zzz"], unknown="zero").dtype == np.int64
+    assert reg.encode(["b", "zzz"], unknown="unknown_slot").dtype == np.int64
 
 
 def test_encode_raise_names_the_unseen_ids_and_counts_them():
@@ -222,7 +217,7 @@ def test_encode_raise_shows_the_first_five_unseen_and_how_many_more():
 
 
 def test_encode_rejects_an_unknown_policy_name():
-    with pytest.raises(ValueError, match=r"unknown must be 'zero' or 'raise', got 'skip'"):
+    with pytest.raises(ValueError, match=r"unknown must be 'unknown_slot' or 'raise', got 'skip'"):
         IdRegistry([1]).encode([1], unknown="skip")
 
 
@@ -266,55 +261,67 @@ def test_contains_and_known_never_raise_for_foreign_values():
 
 
 def test_repr_shows_plain_ids():
-    assert repr(IdRegistry([3, 1, 2, 4], name="user")) == "IdRegistry(name='user', kind='int', n=4, ids=[1, 2, 3, ...])"
-    assert repr(IdRegistry(["x"], name="item")) == "IdRegistry(name='item', kind='str', n=1, ids=['x'])"
+    assert repr(IdRegistry([3, 1, 2, 4], name="user")) == "IdRegistry(name='user', id_type='int', n=4, ids=[1, 2, 3, ...])"
+    assert repr(IdRegistry(["x"], name="item")) == "IdRegistry(name='item', id_type='str', n=1, ids=['x'])"
 
 
 # --- growth ----------------------------------------------------------------------------
 
 
-def test_add_appends_new_ids_after_existing_rows_sorted_among_themselves():
+def test_extended_appends_new_ids_after_existing_rows_sorted_among_themselves():
     reg = IdRegistry([10, 30])
-    rows = reg.add([30, 25, 5, 25])
+    grown, rows = reg.extended([30, 25, 5, 25])
     assert rows.tolist() == [2, 4, 3, 4]
-    assert reg.ids.tolist() == [10, 30, 5, 25]
-    assert reg.encode([10, 30, 5, 25]).tolist() == [1, 2, 3, 4]
+    assert grown.ids.tolist() == [10, 30, 5, 25]
+    assert grown.encode([10, 30, 5, 25]).tolist() == [1, 2, 3, 4]
 
 
-def test_add_of_known_ids_only_changes_nothing():
+def test_extended_leaves_the_original_registry_untouched():
+    reg = IdRegistry([10, 30])
+    ids_before, fingerprint = reg.ids.copy(), reg.fingerprint()
+    grown, _ = reg.extended([5])
+    assert reg.ids.tolist() == ids_before.tolist() and reg.fingerprint() == fingerprint
+    assert reg.encode([5]).tolist() == [0] and grown.encode([5]).tolist() == [3]
+    with pytest.raises(ValueError):
+        reg.ids[0] = 99  # the ID array is read-only: nobody can change a registry in place
+
+
+def test_extended_with_known_ids_only_changes_nothing():
     reg = IdRegistry(["a", "b"])
-    assert reg.add(["b", "a"]).tolist() == [2, 1]
-    assert reg.ids.tolist() == ["a", "b"]
+    grown, rows = reg.extended(["b", "a"])
+    assert rows.tolist() == [2, 1]
+    assert grown == reg and grown.ids.tolist() == ["a", "b"]
 
 
-def test_add_refuses_the_other_kind():
+def test_extended_refuses_the_other_id_type():
     reg = IdRegistry([1])
     with pytest.raises(TypeError, match="'7' and 7 are different IDs"):
-        reg.add(["7"])
+        reg.extended(["7"])
     assert reg.ids.tolist() == [1]
 
 
-def test_add_to_an_empty_registry_takes_the_kind_of_the_ids():
+def test_extending_an_empty_registry_takes_the_id_type_of_the_ids():
     reg = IdRegistry(name="user")
-    assert reg.add(["b", "a"]).tolist() == [2, 1]
-    assert reg.kind == "str"
+    grown, rows = reg.extended(["b", "a"])
+    assert rows.tolist() == [2, 1]
+    assert grown.id_type == "str" and grown.name == "user"
 
 
-def test_add_of_nothing_keeps_an_explicit_kind():
-    reg = IdRegistry(kind="str")
-    assert reg.add([]).tolist() == []
-    assert reg.kind == "str"
-    assert IdRegistry.from_dict(json.loads(json.dumps(reg.to_dict()))).kind == "str"
+def test_extending_by_nothing_keeps_an_explicit_id_type():
+    reg = IdRegistry(id_type="str")
+    grown, rows = reg.extended([])
+    assert rows.tolist() == []
+    assert grown.id_type == "str"
+    assert IdRegistry.from_dict(json.loads(json.dumps(grown.to_dict()))).id_type == "str"
 
 
 # --- persistence -----------------------------------------------------------------------
 
 
 def test_to_dict_is_plain_json_with_ids_in_row_order():
-    reg = IdRegistry([30, 10], name="user")
-    reg.add([20])
+    reg, _ = IdRegistry([30, 10], name="user").extended([20])
     data = reg.to_dict()
-    assert data == {"name": "user", "kind": "int", "ids": [10, 30, 20]}
+    assert data == {"name": "user", "id_type": "int", "ids": [10, 30, 20]}
     assert json.loads(json.dumps(data)) == data
     assert all(type(v) is int for v in data["ids"])
 
@@ -330,7 +337,7 @@ def test_json_round_trip_keeps_kind_rows_and_fingerprint():
         reg = IdRegistry(ids, name="user")
         back = json_round_trip(reg)
         assert back == reg
-        assert back.kind == reg.kind
+        assert back.id_type == reg.id_type
         assert back.name == "user"
         assert back.encode(ids).tolist() == reg.encode(ids).tolist()
         assert back.fingerprint() == reg.fingerprint()
@@ -338,8 +345,7 @@ def test_json_round_trip_keeps_kind_rows_and_fingerprint():
 
 def test_fingerprint_differs_between_kinds_and_orders():
     assert IdRegistry([1, 2]).fingerprint() != IdRegistry(["1", "2"]).fingerprint()
-    grown = IdRegistry([2])
-    grown.add([1])
+    grown, _ = IdRegistry([2]).extended([1])
     assert grown.fingerprint() != IdRegistry([1, 2]).fingerprint()
     assert len(IdRegistry([1]).fingerprint()) == 16
 
@@ -347,13 +353,13 @@ def test_fingerprint_differs_between_kinds_and_orders():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"kind": "float", "ids": []}, "registry kind must be 'int' or 'str', found 'float'"),
+        ({"kind": "float", "ids": []}, "registry id_type must be 'int' or 'str', found 'float'"),
         ({"kind": "int", "ids": "1,2"}, "registry 'ids' must be a list"),
-        ({"kind": "int", "ids": [1, "2"]}, "registry of kind 'int' holds a non-integer ID"),
-        ({"kind": "int", "ids": [1, True]}, "registry of kind 'int' holds a non-integer ID"),
-        ({"kind": "int", "ids": [1, 2.0]}, "registry of kind 'int' holds a non-integer ID"),
-        ({"kind": "int", "ids": [2**63]}, "registry of kind 'int' holds an ID outside the int64 range"),
-        ({"kind": "str", "ids": ["1", 2]}, "registry of kind 'str' holds a non-string ID"),
+        ({"kind": "int", "ids": [1, "2"]}, "registry of id_type 'int' holds a non-integer ID"),
+        ({"kind": "int", "ids": [1, True]}, "registry of id_type 'int' holds a non-integer ID"),
+        ({"kind": "int", "ids": [1, 2.0]}, "registry of id_type 'int' holds a non-integer ID"),
+        ({"kind": "int", "ids": [2**63]}, "registry of id_type 'int' holds an ID outside the int64 range"),
+        ({"kind": "str", "ids": ["1", 2]}, "registry of id_type 'str' holds a non-string ID"),
         ({"kind": "str", "ids": ["a", "a"]}, "registry holds a duplicated ID"),
     ],
 )
@@ -366,7 +372,7 @@ def test_from_dict_rejects_malformed_data_with_a_clear_message(data, message):
 def test_registries_of_different_kinds_or_ids_are_not_equal():
     assert IdRegistry([1]) != IdRegistry(["1"])
     assert IdRegistry([1]) != IdRegistry([1, 2])
-    assert IdRegistry(kind="int") != IdRegistry(kind="str")
+    assert IdRegistry(id_type="int") != IdRegistry(id_type="str")
     assert IdRegistry([2, 1]) == IdRegistry([1, 2])
 
 
@@ -446,13 +452,14 @@ def test_property_add_preserves_old_rows_and_appends_new_ones(pair):
     reg = IdRegistry(first)
     old_ids = reg.ids.tolist()
     old_rows = reg.encode(old_ids).tolist()
-    rows = reg.add(more)
-    assert reg.encode(old_ids).tolist() == old_rows
-    assert reg.ids.tolist()[: len(old_ids)] == old_ids
+    grown, rows = reg.extended(more)
+    assert grown.encode(old_ids).tolist() == old_rows
+    assert grown.ids.tolist()[: len(old_ids)] == old_ids
     new = sorted(set(more) - set(old_ids))
-    assert reg.ids.tolist()[len(old_ids) :] == new
-    assert reg.decode(rows).tolist() == more
-    assert json_round_trip(reg) == reg
+    assert grown.ids.tolist()[len(old_ids) :] == new
+    assert grown.decode(rows).tolist() == more
+    assert json_round_trip(grown) == grown
+    assert reg.ids.tolist() == old_ids
 
 
 @FAST

@@ -124,9 +124,7 @@ def test_planted_arrays_have_documented_shapes_and_dtypes(default):
 
 
 def test_item_genre_factors_encode_the_item_genres(default):
-    indicator = np.array(
-        [[g in genres.split("|") for g in GENRES] for genres in default.items["genres"]]
-    )
+    indicator = np.array([[g in genres.split("|") for g in GENRES] for genres in default.items["genres"]])
     expected = indicator / np.sqrt(indicator.sum(axis=1, keepdims=True))
     np.testing.assert_allclose(default.item_factors[:, : len(GENRES)], expected, rtol=1e-6)
 
@@ -145,8 +143,7 @@ def test_every_user_has_at_least_20_ratings_and_at_most_half_the_items(default):
 
 
 @pytest.mark.parametrize(
-    ("n_users", "n_items", "n_ratings"),
-    [(1, 20, 20), (5, 20, 100), (30, 60, 900), (50, 500, 1_234), (200, 1_000, 37_777)],
+    ("n_users", "n_items", "n_ratings"), [(1, 20, 20), (5, 20, 100), (30, 60, 900), (50, 500, 1_234), (200, 1_000, 37_777)]
 )
 def test_n_ratings_is_hit_exactly(n_users, n_items, n_ratings):
     data = generate_sample(n_users, n_items, n_ratings, seed=3)
@@ -172,13 +169,9 @@ def test_users_rate_more_items_of_genres_they_like(default):
     n_genres = len(GENRES)
     u = default.ratings["user"].to_numpy() - 1
     i = default.ratings["item"].to_numpy() - 1
-    genre_affinity = np.einsum(
-        "ij,ij->i", default.user_factors[u, :n_genres], default.item_factors[i, :n_genres]
-    )
+    genre_affinity = np.einsum("ij,ij->i", default.user_factors[u, :n_genres], default.item_factors[i, :n_genres])
     shuffled = np.random.default_rng(0).permutation(i)
-    random_affinity = np.einsum(
-        "ij,ij->i", default.user_factors[u, :n_genres], default.item_factors[shuffled, :n_genres]
-    )
+    random_affinity = np.einsum("ij,ij->i", default.user_factors[u, :n_genres], default.item_factors[shuffled, :n_genres])
     assert genre_affinity.mean() > random_affinity.mean() + 0.05
 
 
@@ -294,12 +287,7 @@ def test_cli_writes_a_sample_into_the_given_directory(tmp_path):
     out = tmp_path / "cli"
     args = ["--users", "30", "--items", "60", "--ratings", "900", "--seed", "5"]
     proc = subprocess.run(
-        [sys.executable, "-m", "collabemb.sample", str(out), *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-m", "collabemb.sample", str(out), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert "ratings.csv" in proc.stdout

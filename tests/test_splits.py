@@ -79,15 +79,7 @@ def test_split_random_rejects_fractions_outside_zero_one(frac):
 
 
 def test_leave_last_puts_each_users_latest_rating_in_test():
-    r = ratings_of(
-        [
-            ("u1", "a", 1.0, 30),
-            ("u1", "b", 2.0, 10),
-            ("u1", "c", 3.0, 20),
-            ("u2", "a", 4.0, 5),
-            ("u2", "d", 5.0, 50),
-        ]
-    )
+    r = ratings_of([("u1", "a", 1.0, 30), ("u1", "b", 2.0, 10), ("u1", "c", 3.0, 20), ("u2", "a", 4.0, 5), ("u2", "d", 5.0, 50)])
     train, test = split_leave_last(r)
     assert triples(test) == [("u1", "a", 1.0), ("u2", "d", 5.0)]
     assert triples(train) == [("u1", "b", 2.0), ("u1", "c", 3.0), ("u2", "a", 4.0)]
@@ -104,8 +96,11 @@ def test_leave_last_n_takes_the_n_latest_per_user():
 
 def test_leave_last_keeps_users_with_n_or_fewer_ratings_entirely_in_train():
     rows = [
-        (1, 1, 1.0, 1), (1, 2, 1.0, 2), (1, 3, 1.0, 3),  # 3 ratings: 1 goes to test with n=2
-        (2, 1, 1.0, 1), (2, 2, 1.0, 2),  # exactly n: stays in train
+        (1, 1, 1.0, 1),
+        (1, 2, 1.0, 2),
+        (1, 3, 1.0, 3),  # 3 ratings: 1 goes to test with n=2
+        (2, 1, 1.0, 1),
+        (2, 2, 1.0, 2),  # exactly n: stays in train
         (3, 1, 1.0, 1),  # fewer than n: stays in train
     ]
     train, test = split_leave_last(ratings_of(rows), n=2)

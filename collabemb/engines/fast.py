@@ -1,6 +1,6 @@
 """The fast CPU engine: a compiled per-rating kernel that trains :class:`EmbeddingDotBias` in place.
 
-Same model and objective as the autograd path in :mod:`collabemb.train`: per training rating
+Same model and objective as :mod:`collabemb.engines.autograd`: per training rating
 (user u, item i, rating r), with ``y = lo + span * sigmoid(<p_u, q_i> + b_u + b_i)``, minimise
 ``(r - y)**2 + weight_decay * (|p_u|**2 + |q_i|**2)``, the unknown slot trained by routing each
 rating's user (and, independently, its item) to row 0 with probability ``unknown_frac``.
@@ -50,7 +50,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -60,7 +60,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from collabemb.models import EmbeddingDotBias
+from collabemb.engines import EpochResult
+
+if TYPE_CHECKING:
+    from collabemb.models import EmbeddingDotBias
 
 #: Ratings per chunk: the unit of per-epoch shuffling and of the learning-rate schedule.
 CHUNK = 1024
@@ -118,10 +121,8 @@ def _mix64(x):
 
 @_jit
 def _adagrad_blocks(
-    users, items, ratings, starts, end, block_lr, block_size,
-    p, q, bu, bi, gp, gq, gbu, gbi,
-    lo, span, weight_decay, route_below, key,
-):  # fmt: skip
+    users, items, ratings, starts, end, block_lr, block_size, p, q, bu, bi, gp, gq, gbu, gbi, lo, span, weight_decay, route_below, key
+):
     """Train on blocks of ratings in the given order; return (sum sq error, count).
 
     users, items: (n,) int32 rows; ratings: (n,) float32. Block j is ratings
@@ -202,9 +203,8 @@ def _adagrad_blocks(
 
 @_jit
 def _bucket_cells(
-    users, items, ratings, chunks, chunk_size, ublock, iblock, strata, route_below, key,
-    offsets, out_users, out_items, out_ratings,
-):  # fmt: skip
+    users, items, ratings, chunks, chunk_size, ublock, iblock, strata, route_below, key, offsets, out_users, out_items, out_ratings
+):
     """Route ``chunks`` of the ratings (as :func:`_adagrad_blocks` does) and sort them into cells.
 
     Rating m (routed rows u, i) belongs to cell ``ublock[u] * strata + iblock[i]``. Without
@@ -236,15 +236,6 @@ def _bucket_cells(
                 offsets[c] += 1
 
 
-@dataclass
-class EpochResult:
-    """What one finished pass did: squared error summed over ``count`` plain ratings, last lr."""
-
-    sq_sum: float
-    count: int
-    last_lr: float
-
-
 class FastEngine:
     """Row-wise Adagrad over shuffled chunks, run by the compiled kernel on the model's own tensors.
 
@@ -261,9 +252,18 @@ class FastEngine:
     """
 
     def __init__(
-        self, model: EmbeddingDotBias, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *,
-        seed: int, lr_at: Callable[[np.ndarray, int], np.ndarray], weight_decay: float, unknown_frac: float, threads: int,
-    ):  # fmt: skip
+        self,
+        model: EmbeddingDotBias,
+        users: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        *,
+        seed: int,
+        lr_at: Callable[[np.ndarray, int], np.ndarray],
+        weight_decay: float,
+        unknown_frac: float,
+        threads: int,
+    ):
         tables = {name: getattr(model, name).weight for name in STATE_NAMES}
         for name, t in tables.items():
             if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
@@ -291,7 +291,7 @@ class FastEngine:
         lo, hi = model.y_range
         self._lo, self._span = np.float32(lo), np.float32(hi - lo)
         self._wd = np.float32(weight_decay)
-        self._route_below = np.uint64(min(int(round(unknown_frac * 2**32)), 2**32))
+        self._route_below = np.uint64(min(round(unknown_frac * 2**32), 2**32))
         self._pool = None
         if self.threads > 1:
             # each row's block, fixed for the fit; the bucketed copy of the ratings, refilled every epoch
@@ -336,11 +336,9 @@ class FastEngine:
             if stop.is_set():
                 return None
             chunks = order[s : s + per_task]
-            sq_, count_ = _adagrad_blocks(
-                self.users, self.items, self.ratings, chunks * CHUNK, self.n, lrs[s : s + per_task], CHUNK,
-                self._p, self._q, self._bu, self._bi, *self._acc,
-                self._lo, self._span, self._wd, self._route_below, key,
-            )  # fmt: skip
+            tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, self._wd)
+            source = (self.users, self.items, self.ratings)
+            sq_, count_ = _adagrad_blocks(*source, chunks * CHUNK, self.n, lrs[s : s + per_task], CHUNK, *tables, self._route_below, key)
             sq, count = sq + sq_, count + count_
             tick(int(np.minimum((chunks + 1) * CHUNK, self.n).sum() - (chunks * CHUNK).sum()))
         return sq, count
@@ -349,35 +347,17 @@ class FastEngine:
         """DSGD-style strata: with T threads, T user blocks and T item blocks of rows.
 
         The epoch's routed ratings are counting-sorted into T*T cells (user block, item block),
-        each in the epoch's chunk order; in stratum s, thread t trains cell (t, (t + s) % T), then
-        all threads meet. No two threads touch the same row or accumulator at once and every
-        thread's sequence of updates is fixed, so the weights depend on the seed and T only.
+        each in the epoch's chunk order (:meth:`_bucket`); in stratum s, thread t trains cell
+        (t, (t + s) % T), then all threads meet. No two threads touch the same row or accumulator
+        at once and every thread's sequence of updates is fixed, so the weights depend on the
+        seed and T only.
         """
         T = self.threads
-        n_cells = T * T
-        slices = np.array_split(order, T)
-        route = (self._ublock, self._iblock, T, self._route_below, key)
-        none_i, none_f = np.empty(0, np.int32), np.empty(0, np.float32)
-
-        def count(w: int) -> np.ndarray:
-            counts = np.zeros(n_cells, np.int64)
-            _bucket_cells(self.users, self.items, self.ratings, slices[w], CHUNK, *route, counts, none_i, none_i, none_f)
-            return counts
-
-        counts = np.stack(self._in_parallel([lambda w=w: count(w) for w in range(T)], stop))
-        totals = counts.sum(axis=0)
-        cell_start = np.concatenate([[0], np.cumsum(totals)[:-1]])
-        offsets = cell_start + np.cumsum(counts, axis=0) - counts  # slice w's first place in each cell
-
-        def scatter(w: int) -> None:
-            _bucket_cells(
-                self.users, self.items, self.ratings, slices[w], CHUNK, *route,
-                offsets[w].copy(), self._cell_users, self._cell_items, self._cell_ratings,
-            )  # fmt: skip
-
-        self._in_parallel([lambda w=w: scatter(w) for w in range(T)], stop)
+        cell_start, totals = self._bucket(order, key, stop)
         lock = threading.Lock()
         done = [0]
+        tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, self._wd)
+        cells = (self._cell_users, self._cell_items, self._cell_ratings)
 
         def train(stratum: int, t: int) -> tuple[float, int] | None:
             c = t * T + (t + stratum) % T
@@ -391,11 +371,8 @@ class FastEngine:
                 starts = np.arange(a, b, CHUNK, dtype=np.int64)
                 # the lr of the epoch's progress at each block: stratum, plus the share of the cell done
                 steps = (stratum * (hi - lo) + (starts - lo)) * self.n_chunks // (T * (hi - lo))
-                sq_, cnt_ = _adagrad_blocks(
-                    self._cell_users, self._cell_items, self._cell_ratings, starts, b, lrs[np.minimum(steps, self.n_chunks - 1)], CHUNK,
-                    self._p, self._q, self._bu, self._bi, *self._acc,
-                    self._lo, self._span, self._wd, np.uint64(0), key,
-                )  # fmt: skip
+                block_lr = lrs[np.minimum(steps, self.n_chunks - 1)]
+                sq_, cnt_ = _adagrad_blocks(*cells, starts, b, block_lr, CHUNK, *tables, np.uint64(0), key)
                 sq, cnt = sq + sq_, cnt + cnt_
                 with lock:
                     done[0] += b - a
@@ -403,13 +380,42 @@ class FastEngine:
 
         sq, cnt, reported = 0.0, 0, 0
         for stratum in range(T):
-            results = self._in_parallel([lambda t=t: train(stratum, t) for t in range(T)], stop, lock, done, tick, reported)
+            results = self._in_parallel([lambda t=t, s=stratum: train(s, t) for t in range(T)], stop, lock, done, tick, reported)
             reported = done[0]
             if stop.is_set() or any(r is None for r in results):
                 return None
             for sq_, cnt_ in results:  # a fixed order: the sum does not depend on timing either
                 sq, cnt = sq + sq_, cnt + cnt_
         return sq, cnt
+
+    def _bucket(self, order, key, stop) -> tuple[np.ndarray, np.ndarray]:
+        """Route the epoch's ratings and counting-sort them into the T*T cells, in parallel.
+
+        Returns ``(cell_start, totals)``: (T*T,) int64 first position and size of each cell in
+        the cell buffers. Each of the T threads counts, then writes, one slice of the chunk order.
+        """
+        T = self.threads
+        slices = np.array_split(order, T)
+        route = (self._ublock, self._iblock, T, self._route_below, key)
+        source = (self.users, self.items, self.ratings)
+        none_i, none_f = np.empty(0, np.int32), np.empty(0, np.float32)
+
+        def count(w: int) -> np.ndarray:
+            counts = np.zeros(T * T, np.int64)
+            _bucket_cells(*source, slices[w], CHUNK, *route, counts, none_i, none_i, none_f)
+            return counts
+
+        counts = np.stack(self._in_parallel([lambda w=w: count(w) for w in range(T)], stop))
+        totals = counts.sum(axis=0)
+        cell_start = np.concatenate([[0], np.cumsum(totals)[:-1]])
+        offsets = cell_start + np.cumsum(counts, axis=0) - counts  # slice w's first place in each cell
+        cells = (self._cell_users, self._cell_items, self._cell_ratings)
+
+        def scatter(w: int) -> None:
+            _bucket_cells(*source, slices[w], CHUNK, *route, offsets[w].copy(), *cells)
+
+        self._in_parallel([lambda w=w: scatter(w) for w in range(T)], stop)
+        return cell_start, totals
 
     def _in_parallel(self, jobs, stop, lock=None, done=None, tick=None, reported=0) -> list:
         """Run ``jobs`` (one per pool thread) to the end, ticking progress; their results in order."""
@@ -457,4 +463,6 @@ def warm_up() -> None:
             _adagrad_blocks(i32, i32, f32, np.zeros(1, np.int64), 1, f32, CHUNK, *tables, *consts, route_below, np.uint64(1))
         blocks = np.zeros(2, np.int32)
         for out in ((np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)), (i32.copy(), i32.copy(), f32.copy())):
-            _bucket_cells(i32, i32, f32, np.zeros(1, np.int64), CHUNK, blocks, blocks, 1, np.uint64(0), np.uint64(1), np.zeros(1, np.int64), *out)
+            _bucket_cells(
+                i32, i32, f32, np.zeros(1, np.int64), CHUNK, blocks, blocks, 1, np.uint64(0), np.uint64(1), np.zeros(1, np.int64), *out
+            )

@@ -1,0 +1,63 @@
+"""Training engines: what minimises the rating objective, one epoch at a time.
+
+Every engine trains an :class:`~collabemb.models.EmbeddingDotBias` in place on encoded ratings
+(table rows and float32 values) and provides the :class:`Engine` interface; the fit loop
+(:mod:`collabemb.train`) drives any of them the same way: epochs, validation, early stopping,
+checkpoints, Ctrl-C.
+
+* :mod:`collabemb.engines.fast`: a compiled per-rating kernel (numba), row-wise Adagrad, CPU,
+  deterministic on several threads.
+* :mod:`collabemb.engines.autograd`: torch autograd and Adam over mini-batches, any device; the
+  reference the fast engine is tested against.
+
+A new engine goes in a module of its own here, implementing :class:`Engine`; ``train.fit``
+picks it by the ``engine`` setting.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class EpochResult:
+    """What one finished pass did: squared error summed over ``count`` plain ratings (those not
+    routed to the unknown slot), and the learning rate of its last step."""
+
+    sq_sum: float
+    count: int
+    last_lr: float
+
+
+#: ``lr_at(steps, steps_per_epoch)``: (m,) int64 global step numbers (counted from 0 at the first
+#: epoch) -> (m,) learning rates.
+LrSchedule = Callable
+
+
+class Engine(Protocol):
+    """What the fit loop needs of an engine."""
+
+    def run_epoch(self, epoch: int, stop: threading.Event, tick: Callable[[int], None]) -> EpochResult | None:
+        """One pass over the ratings (epoch counts from 1); None when ``stop`` was set first.
+
+        ``tick(n)`` is called in the calling thread as ratings are done (a progress bar).
+        """
+        ...
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The optimiser's state (and random-generator state), for checkpoints."""
+        ...
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :attr:`state` saved by an earlier run (resume)."""
+        ...
+
+    def close(self) -> None:
+        """Release threads and buffers."""
+        ...

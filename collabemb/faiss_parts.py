@@ -1,0 +1,580 @@
+"""One FAISS index over one table of a model: build it, search it, extend it, turn it into bytes.
+
+A :class:`Part` is what :class:`collabemb.index.SimilarityIndex` holds up to three of:
+
+* ``"items"``: the item vectors, for similar items;
+* ``"users"``: the user vectors, for similar users;
+* ``"recommend"``: the item vectors with their bias appended, for recommendations.
+
+FAISS label ``j`` is table row ``j + 1``: row 0, the unknown slot, is never indexed, so it is
+never returned. The metric is always set explicitly (FAISS's HNSW and IVF default to L2): inner
+product over L2-normalised vectors for ``metric="cosine"``, over the raw vectors for ``"dot"``.
+An approximate (HNSW or IVF) recommend part is searched by L2 after the exact MIPS-to-L2 lift
+(see :class:`Part`). A part keeps a running checksum of the table rows it was built from, so a
+model whose vectors changed after the build is caught (:class:`StaleIndexError`).
+
+Bytes go through ``faiss.serialize_index`` / ``faiss.deserialize_index``; :meth:`Part.from_bytes`
+checks them against the model (registry fingerprint, vector checksum, type, metric, dimension,
+size) before they are searched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from collabemb.artifact import ArtifactError
+from collabemb.models import EmbeddingDotBias
+from collabemb.registry import UNKNOWN_ROW
+
+IndexType = Literal["exact", "hnsw", "ivf"]
+Metric = Literal["cosine", "dot"]
+
+INDEX_TYPES: tuple[str, ...] = ("exact", "hnsw", "ivf")
+METRICS: tuple[str, ...] = ("cosine", "dot")
+#: The parts an index may hold, and which table each one searches.
+PARTS: dict[str, str] = {"items": "item", "users": "user", "recommend": "item"}
+#: Parts with at most this many vectors get ``index_type="exact"`` by default, larger ones ``"hnsw"``.
+#: At 100k x 64 an exact single query takes about 3 ms on one core (measured: 8 ms at 300k) and
+#: needs no build; HNSW answers in under 1 ms but takes seconds to minutes to build.
+EXACT_MAX_DEFAULT = 100_000
+#: HNSW defaults, measured on 1M x 64 vectors with a trained table's spectrum on 2 cores
+#: (benchmarks/similarity.py). M=32, efConstruction=40 builds in about 2 minutes; recall@10 of
+#: cosine neighbours is 0.92 / 0.95 / 0.97 at efSearch 128 / 192 / 256 (0.7 ms a query at 256).
+#: M=16 builds twice as fast but reaches only 0.87 at 256; efConstruction=80 gains 0.015 at 256
+#: for three times the build time.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+HNSW_EF_SEARCH = 256
+_CHUNK = 1 << 16  # rows per chunk when hashing / lifting big tables
+
+
+class StaleIndexError(ArtifactError):
+    """An index that does not match the model it is used with.
+
+    Raised when IDs were added to the model without extending its index, when a stored index
+    was built from other vectors or another registry (stale, or copied from another artifact),
+    or when the model's weights changed after the index was built.
+    """
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How parts are built and searched.
+
+    Attributes:
+        index_type: ``"exact"`` (``IndexFlatIP``), ``"hnsw"`` (``IndexHNSWFlat``) or ``"ivf"``
+            (``IndexIVFFlat``); None: exact up to ``exact_max`` vectors, HNSW above.
+        metric: ``"cosine"`` or ``"dot"`` for the items and users parts (the recommend part
+            always ranks by ``<[p_u, 1], [q_i, b_i]>``).
+        hnsw_m, ef_construction, ef_search: HNSW graph degree and beam widths; a search's beam
+            is ``max(ef_search, number fetched)``, never below k.
+        nlist, nprobe: IVF lists (default ``4 * sqrt(n)``, at most ``n / 39``) and lists probed
+            per query (default ``max(8, nlist // 16)``).
+        threads: FAISS (OpenMP) threads during builds and searches; None: FAISS's own setting.
+            FAISS's thread count is process-wide: it is set for each call and restored after.
+        seed: IVF k-means seed.
+        exact_max: largest part that gets ``index_type="exact"`` by default.
+    """
+
+    index_type: IndexType | None = None
+    metric: Metric = "cosine"
+    hnsw_m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+    ef_search: int = HNSW_EF_SEARCH
+    nlist: int | None = None
+    nprobe: int | None = None
+    threads: int | None = None
+    seed: int = 0
+    exact_max: int = EXACT_MAX_DEFAULT
+
+    def __post_init__(self) -> None:
+        if self.index_type is not None and self.index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {', '.join(INDEX_TYPES)} (or None for a default by size), got {self.index_type!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be 'cosine' or 'dot', got {self.metric!r}")
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("nlist", "nprobe", "threads"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
+
+    def params(self) -> dict:
+        """The build and search settings an artifact records (all but ``metric`` and ``threads``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("metric", "threads")}
+
+    def index_type_for(self, n: int) -> str:
+        return self.index_type or ("exact" if n <= self.exact_max else "hnsw")
+
+
+@dataclass
+class Part:
+    """One FAISS index over one table of the model.
+
+    ``max_norm2`` is set for an approximate (HNSW or IVF) ``"recommend"`` part, searched by L2
+    after the MIPS-to-L2 reduction: every stored vector ``x = [q_i, b_i]`` gets one more coordinate
+    ``sqrt(max_norm2 - |x|^2)``, so all have norm ``sqrt(max_norm2)`` and, for a query
+    ``[p_u, 1, 0]``, ``|x - q|^2 = max_norm2 + |q|^2 - 2 <x, q>``: nearest in L2 is largest in
+    inner product, exactly (Bachrach et al., RecSys 2014). HNSW and IVF find far better
+    neighbours in that metric space than by raw inner product, where long vectors dominate.
+    """
+
+    name: str
+    index_type: str
+    index: Any  # faiss.Index
+    checksum: Any  # running hashlib object over the table rows [weight, bias] it holds
+    settings: IndexSettings
+    max_norm2: float | None = None
+
+    @property
+    def table(self) -> str:
+        return PARTS[self.name]
+
+    @property
+    def lifted(self) -> bool:
+        return self.max_norm2 is not None
+
+    # --- building -------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, name: str, module: EmbeddingDotBias, settings: IndexSettings) -> Part:
+        """Build part ``name`` over the module's current table."""
+        if name not in PARTS:
+            raise ValueError(f"unknown part {name!r}; expected one of {', '.join(PARTS)}")
+        table = PARTS[name]
+        n = len(module.registry(table))
+        if n == 0:
+            raise ValueError(f"the model has no {table}s to index")
+        weights, biases = module.tables(table)
+        index_type = settings.index_type_for(n)
+        max_norm2 = _lift_norm2(weights, biases) if name == "recommend" and index_type != "exact" else None
+        dim = _part_dim(name, module.n_factors, max_norm2 is not None)
+        part = cls(name, index_type, None, _new_checksum(), settings, max_norm2)
+        with _faiss_threads(settings.threads):
+            part.index = _empty_index(index_type, dim, max_norm2 is not None, settings, n)
+            if index_type == "ivf":
+                nlist = int(part.index.nlist)
+                sample = np.random.default_rng(settings.seed).choice(n, size=min(n, 256 * nlist), replace=False) + 1
+                part.index.train(part.faiss_input(weights, biases, np.sort(sample)))
+            for start in range(1, n + 1, 4 * _CHUNK):
+                stop = min(start + 4 * _CHUNK, n + 1)
+                part.index.add(part.faiss_input(weights, biases, np.arange(start, stop)))
+                _update_checksum(part.checksum, weights, biases, start, stop)
+        return part
+
+    def faiss_input(self, weights: np.ndarray, biases: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(m, d) float32 contiguous vectors FAISS stores for table rows ``rows``."""
+        w = weights[rows]
+        if self.name != "recommend":
+            return self.prepare(w)
+        out = np.zeros((len(w), w.shape[1] + 1 + int(self.lifted)), dtype=np.float32)
+        out[:, : w.shape[1]] = w
+        out[:, w.shape[1]] = biases[rows]
+        if self.lifted:
+            norm2 = np.einsum("ij,ij->i", out, out, dtype=np.float64)
+            out[:, -1] = np.sqrt(np.maximum(self.max_norm2 - norm2, 0.0))
+        return out
+
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """Query (or stored) vectors for the items / users parts: L2-normalised for cosine."""
+        q = np.ascontiguousarray(vectors, dtype=np.float32)
+        return _normalised(q) if self.settings.metric == "cosine" else q
+
+    def recommend_queries(self, user_vectors: np.ndarray) -> np.ndarray:
+        """(n, d) queries ``[p_u, 1]`` (and a 0 for the lifted coordinate) for the recommend part."""
+        p = np.asarray(user_vectors, dtype=np.float32)
+        q = np.zeros((len(p), p.shape[1] + 1 + int(self.lifted)), dtype=np.float32)
+        q[:, : p.shape[1]] = p
+        q[:, p.shape[1]] = 1.0  # pairs with the item bias
+        return q
+
+    # --- freshness and growth -------------------------------------------------------------------
+    def check_fresh(self, module: EmbeddingDotBias) -> None:
+        """Refuse a part that holds another number of rows than the module's table."""
+        n = len(module.registry(self.table))
+        if self.index.ntotal != n:
+            raise StaleIndexError(
+                f"the {self.name!r} index holds {self.index.ntotal} {self.table}s but the model now has {n}: "
+                f"IDs were added without extending the index (fold-ins with add=True extend fitted.index); "
+                f"rebuild it with collabemb.build_index(fitted)"
+            )
+
+    def extended(self, module: EmbeddingDotBias, rows: np.ndarray) -> Part:
+        """This part with the module's rows ``rows`` (just appended to its table) added.
+
+        Returns ``self`` grown in place, or a rebuilt part when a new item is longer than the
+        lifted norm of an approximate recommend part allows for (the reduction would be wrong).
+        """
+        rows = np.sort(np.asarray(rows, dtype=np.int64))  # append_rows returns them in the order of the IDs given
+        start = int(self.index.ntotal) + 1
+        if not np.array_equal(rows, np.arange(start, start + len(rows))):
+            raise StaleIndexError(
+                f"the {self.name!r} index holds {self.index.ntotal} {self.table}s; cannot append rows {rows[:3].tolist()}"
+            )
+        weights, biases = module.tables(self.table)
+        if self.lifted and len(rows):
+            norm2 = np.einsum("ij,ij->i", weights[rows], weights[rows], dtype=np.float64) + biases[rows].astype(np.float64) ** 2
+            if np.max(norm2) > self.max_norm2:
+                warnings.warn(
+                    f"a new item is longer than the {self.name!r} {self.index_type} index allows for; rebuilding it", stacklevel=4
+                )
+                return Part.build(self.name, module, self.settings)
+        with _faiss_threads(self.settings.threads):
+            self.index.add(self.faiss_input(weights, biases, rows))
+        _update_checksum(self.checksum, weights, biases, start, start + len(rows))
+        return self
+
+    # --- search ---------------------------------------------------------------------------------
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        stride: int,
+        self_rows: np.ndarray | None = None,
+        pairs: tuple[np.ndarray, np.ndarray] | None = None,
+        global_rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query with exclusions filtered out, without losing results.
+
+        Exclusions (``self_rows[j]`` for query j, ``pairs`` of (query position, row), and
+        ``global_rows`` for every query) are filtered after an over-fetch of k plus the number
+        excluded; a query that still comes back short is searched again with a doubled fetch
+        (and, for IVF, doubled nprobe). ``stride`` is larger than any row (the table's
+        ``n_rows + 1``).
+
+        Returns ``(rows, scores)``, both (nq, k): int64 table rows (0 where fewer than k were
+        found; results are packed at the front in rank order) and float32 FAISS scores.
+        """
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k, nq, ntotal = int(k), len(queries), int(self.index.ntotal)
+        out_rows = np.zeros((nq, k), dtype=np.int64)
+        out_scores = np.zeros((nq, k), dtype=np.float32)
+        if nq == 0 or ntotal == 0:
+            return out_rows, out_scores
+        need = np.full(nq, k, dtype=np.int64)
+        if self_rows is not None:
+            need += self_rows != UNKNOWN_ROW
+        if global_rows is not None:
+            need += len(global_rows)
+        pair_keys = None
+        if pairs is not None and len(pairs[0]):
+            need += np.bincount(pairs[0], minlength=nq)
+            pair_keys = np.unique(pairs[0].astype(np.int64) * stride + pairs[1])
+        # fetch sizes rounded up to a power of two, so a batch splits into a few searches
+        fetch = np.minimum(np.left_shift(1, np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64)), ntotal)
+        effort = np.zeros(nq, dtype=np.int64)  # doublings so far (for IVF: also of nprobe)
+        pending = np.arange(nq)
+        excluded = _Exclusions(self_rows, global_rows, pair_keys, np.int64(stride))
+        with _faiss_threads(self.settings.threads):
+            while len(pending):
+                again = []
+                for f, e in _groups(pending, fetch, effort):
+                    sel = pending[(fetch[pending] == f) & (effort[pending] == e)]
+                    dist, labels = self.index.search(queries[sel], f, params=self._params(f, e))
+                    rows = labels.astype(np.int64) + 1  # label -1 (nothing found) becomes row 0
+                    good = ~excluded.mask(sel, rows)
+                    pos = np.cumsum(good, axis=1) - 1
+                    qi, col = np.nonzero(good & (pos < k))
+                    out_rows[sel[qi], pos[qi, col]] = rows[qi, col]
+                    out_scores[sel[qi], pos[qi, col]] = dist[qi, col]
+                    short = good.sum(axis=1) < k
+                    if (f < ntotal or self._can_probe_more(e)) and short.any():
+                        retry = sel[short]
+                        out_rows[retry] = 0
+                        fetch[retry] = min(2 * f, ntotal)
+                        effort[retry] = e + 1
+                        again.append(retry)
+                pending = np.concatenate(again) if again else np.empty(0, np.int64)
+        return out_rows, out_scores
+
+    def _params(self, fetch: int, effort: int):
+        import faiss
+
+        if self.index_type == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=max(self.settings.ef_search, fetch))
+        if self.index_type == "ivf":
+            return faiss.SearchParametersIVF(nprobe=min(self.index.nlist, self._nprobe() << effort))
+        return None
+
+    def _nprobe(self) -> int:
+        nlist = int(self.index.nlist)
+        return int(self.settings.nprobe) if self.settings.nprobe else min(nlist, max(8, nlist // 16))
+
+    def _can_probe_more(self, effort: int) -> bool:
+        return self.index_type == "ivf" and (self._nprobe() << effort) < self.index.nlist
+
+    def rescore(self, module: EmbeddingDotBias, p: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``<p_u, q_i> + b_i`` (float64) of the found item rows, each query's results re-sorted by it.
+
+        For the candidates of a lifted recommend part (its distances are L2). Empty slots (row 0)
+        get -inf and stay at the end.
+        """
+        weights, biases = module.tables("item")
+        w, b = weights[found.ravel()], biases[found.ravel()]
+        ip = np.einsum("qkd,qd->qk", w.reshape(*found.shape, -1).astype(np.float64), p.astype(np.float64)) + b.reshape(found.shape)
+        ip[found == UNKNOWN_ROW] = -np.inf
+        order = np.argsort(-ip, axis=1, kind="stable")
+        return np.take_along_axis(found, order, axis=1), np.take_along_axis(ip, order, axis=1)
+
+    # --- bytes ----------------------------------------------------------------------------------
+    def to_bytes(self) -> np.ndarray:
+        """The FAISS index as (n,) uint8 bytes (``faiss.serialize_index``)."""
+        import faiss
+
+        return faiss.serialize_index(self.index)
+
+    def entry(self, module: EmbeddingDotBias, table_sum: str, fingerprint: str) -> dict:
+        """The config entry of this part; refuses it when the module's table is not what it holds.
+
+        ``table_sum`` is :func:`table_checksum` of the module's table, ``fingerprint`` its registry's.
+        """
+        self.check_fresh(module)
+        if self.checksum.hexdigest() != table_sum:
+            raise StaleIndexError(
+                f"the model's {self.table} vectors changed after its {self.name!r} index was built; "
+                f"rebuild it (collabemb.build_index(fitted)) or drop it (fitted.index = None) before saving"
+            )
+        return {
+            "index_type": self.index_type,
+            "ntotal": int(self.index.ntotal),
+            "dim": int(self.index.d),
+            "registry_fingerprint": fingerprint,
+            "vector_checksum": table_sum,
+            "max_norm2": self.max_norm2,
+        }
+
+    @classmethod
+    def from_bytes(
+        cls, name: str, entry: dict, data: np.ndarray, module: EmbeddingDotBias, settings: IndexSettings, *, file: str, hasher
+    ) -> Part:
+        """A part read back from :meth:`to_bytes` and its :meth:`entry`, checked against ``module``.
+
+        ``hasher`` is a checksum (:func:`new_checksum`) fed with the module's whole table; errors
+        name ``file``. Raises :class:`StaleIndexError` for an index built from another registry,
+        other vectors or another size, :class:`~collabemb.artifact.ArtifactError` for bytes
+        that are not the FAISS index the entry describes.
+        """
+        import faiss
+
+        if name not in PARTS:
+            raise ArtifactError(f"{file}: unknown index part {name!r}; expected one of {', '.join(PARTS)}")
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{file}: bad index entry for part {name!r} (not an object)")
+        table = PARTS[name]
+        registry = module.registry(table)
+        fingerprint = registry.fingerprint()
+        if entry.get("registry_fingerprint") != fingerprint:
+            raise StaleIndexError(
+                f"{file}: built for another {table} registry (fingerprint {entry.get('registry_fingerprint')}, "
+                f"this model's is {fingerprint}); the index is stale or was copied from another artifact: "
+                f"rebuild it with collabemb.build_index(fitted)"
+            )
+        if entry.get("vector_checksum") != hasher.hexdigest():
+            raise StaleIndexError(
+                f"{file}: built from other {table} vectors than this model's (checksum differs); the index is stale "
+                f"or was copied from another artifact: rebuild it with collabemb.build_index(fitted)"
+            )
+        if data is None:
+            raise ArtifactError(f"{file}: missing")
+        if entry.get("file_checksum") is not None and entry["file_checksum"] != bytes_checksum(data):
+            raise StaleIndexError(
+                f"{file}: not the bytes config.json describes (checksum differs); the file was replaced or copied from "
+                f"another artifact: rebuild it with collabemb.build_index(fitted)"
+            )
+        try:
+            index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+        except RuntimeError as exc:
+            raise ArtifactError(f"{file}: unreadable FAISS index ({str(exc).splitlines()[0]})") from None
+        index_type = entry.get("index_type", entry.get("kind"))  # "kind" in indexes stored before 0.2
+        max_norm2 = entry.get("max_norm2")
+        _check_faiss(index, name, index_type, max_norm2, file)
+        dim = _part_dim(name, module.n_factors, max_norm2 is not None)
+        if index.d != dim or index.ntotal != len(registry):
+            raise StaleIndexError(
+                f"{file}: holds {index.ntotal} vectors of dimension {index.d}, expected {len(registry)} "
+                f"of dimension {dim}: rebuild it with collabemb.build_index(fitted)"
+            )
+        return cls(name, index_type, index, hasher.copy(), settings, max_norm2)
+
+
+# --- several parts as files -------------------------------------------------------------------
+
+
+def _file_name(part: str) -> str:
+    """The file a part's bytes are stored under: ``index-{part}.faiss``."""
+    return f"index-{part}.faiss"
+
+
+def parts_to_files(parts: dict[str, Part], module: EmbeddingDotBias) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """``({part: entry}, {file name: (n,) uint8 bytes})`` of built parts; refuses stale ones."""
+    entries: dict[str, dict] = {}
+    files: dict[str, np.ndarray] = {}
+    sums: dict[str, str] = {}
+    for name, part in parts.items():
+        table = part.table
+        if table not in sums:
+            sums[table] = _table_checksum(module, table)
+        data = part.to_bytes()
+        entries[name] = {**part.entry(module, sums[table], module.registry(table).fingerprint()), "file_checksum": bytes_checksum(data)}
+        files[_file_name(name)] = data
+    return entries, files
+
+
+def parts_from_files(entries: dict, files: dict[str, np.ndarray], module: EmbeddingDotBias, settings: IndexSettings) -> dict[str, Part]:
+    """The parts :func:`parts_to_files` stored, each checked against ``module`` (:meth:`Part.from_bytes`)."""
+    if not isinstance(entries, dict):
+        raise ArtifactError("config.json: bad index entry ('parts' is not an object)")
+    hashers: dict[str, Any] = {}  # per table: the checksum of the model's rows, computed once
+    parts: dict[str, Part] = {}
+    for name, entry in entries.items():
+        file = _file_name(name)
+        if name not in PARTS:
+            raise ArtifactError(f"{file}: unknown index part {name!r}; expected one of {', '.join(PARTS)}")
+        table = PARTS[name]
+        if table not in hashers:
+            hashers[table] = _table_hasher(module, table)
+        parts[name] = Part.from_bytes(name, entry, files.get(file), module, settings, file=file, hasher=hashers[table])
+    return parts
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _part_dim(name: str, n_factors: int, lifted: bool) -> int:
+    """Dimension of a part's vectors: k, or k + 1 (bias) for recommend, + 1 more when lifted."""
+    return n_factors + (0 if name != "recommend" else 2 if lifted else 1)
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; zero rows stay zero. float32, a new array."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x, dtype=np.float32), where=norms > 0).astype(np.float32, copy=False)
+
+
+def _new_checksum():
+    return hashlib.blake2b(digest_size=16)
+
+
+def _update_checksum(h, weights: np.ndarray, biases: np.ndarray, start: int, stop: int) -> None:
+    """Feed table rows ``start..stop-1`` as float32 ``[weight, bias]`` rows, in order, to ``h``."""
+    for s in range(start, stop, _CHUNK):
+        e = min(s + _CHUNK, stop)
+        h.update(np.ascontiguousarray(np.hstack([weights[s:e], biases[s:e, None]]), dtype=np.float32))
+
+
+def bytes_checksum(data: np.ndarray) -> str:
+    """Hex checksum of a stored part's bytes (recorded beside them, so a swapped file is caught)."""
+    return hashlib.blake2b(np.ascontiguousarray(data, dtype=np.uint8), digest_size=16).hexdigest()
+
+
+def _table_hasher(module: EmbeddingDotBias, table: str):
+    """A checksum fed with rows 1..n of one table (what a fresh part over it would hold)."""
+    h = _new_checksum()
+    weights, biases = module.tables(table)
+    _update_checksum(h, weights, biases, 1, len(module.registry(table)) + 1)
+    return h
+
+
+def _table_checksum(module: EmbeddingDotBias, table: str) -> str:
+    return _table_hasher(module, table).hexdigest()
+
+
+@contextlib.contextmanager
+def _faiss_threads(threads: int | None) -> Iterator[None]:
+    """Run FAISS on ``threads`` OpenMP threads inside the block (None: leave FAISS's setting)."""
+    if threads is None:
+        yield
+        return
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _lift_norm2(weights: np.ndarray, biases: np.ndarray) -> float:
+    """Squared norm every vector of an approximate recommend part is lifted to: twice the largest
+    ``|[q_i, b_i]|^2`` of rows 1..n, so that items folded in later fit without a rebuild."""
+    biggest = 0.0
+    n_rows = len(weights)
+    for start in range(1, n_rows, _CHUNK):
+        w, b = weights[start : start + _CHUNK], biases[start : start + _CHUNK]
+        biggest = max(biggest, float(np.max(np.einsum("ij,ij->i", w, w, dtype=np.float64) + b.astype(np.float64) ** 2)))
+    return 2.0 * biggest if biggest > 0 else 1.0
+
+
+def _empty_index(index_type: str, dim: int, lifted: bool, settings: IndexSettings, n: int):
+    """An empty FAISS index with its metric set explicitly: inner product, or L2 after the lift."""
+    import faiss
+
+    metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
+    if index_type == "exact":
+        return faiss.IndexFlatIP(dim)
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, metric)
+        index.hnsw.efConstruction = settings.ef_construction
+        index.hnsw.efSearch = settings.ef_search
+        return index
+    nlist = int(settings.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
+    quantizer = faiss.IndexFlatL2(dim) if lifted else faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)  # FAISS's Python wrapper keeps the quantizer alive
+    index.cp.seed = settings.seed
+    return index
+
+
+def _check_faiss(index, name: str, index_type, max_norm2, file: str) -> None:
+    """Refuse a deserialised index whose type or metric is not what the entry says."""
+    import faiss
+
+    expected_type = {"exact": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}.get(index_type)
+    if expected_type is None or not isinstance(index, expected_type):
+        raise ArtifactError(f"{file}: a {type(index).__name__}, expected index_type {index_type!r}")
+    lifted = name == "recommend" and index_type != "exact"
+    if lifted != isinstance(max_norm2, float):
+        raise ArtifactError(f"{file}: max_norm2 {max_norm2!r} does not fit a {index_type} {name!r} index")
+    metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
+    if index.metric_type != metric:
+        raise ArtifactError(f"{file}: FAISS metric {index.metric_type}, expected {'L2' if lifted else 'inner product'}")
+
+
+def _groups(pending: np.ndarray, fetch: np.ndarray, effort: np.ndarray) -> list[tuple[int, int]]:
+    """The distinct (fetch, effort) pairs of the pending queries."""
+    if len(pending) == 1:  # the single-query path, without np.unique
+        return [(int(fetch[pending[0]]), int(effort[pending[0]]))]
+    return [tuple(g) for g in np.unique(np.stack([fetch[pending], effort[pending]], axis=1), axis=0).tolist()]
+
+
+@dataclass
+class _Exclusions:
+    """What a search leaves out: each query's own row, rows for every query, (query, row) pairs."""
+
+    self_rows: np.ndarray | None
+    global_rows: np.ndarray | None
+    pair_keys: np.ndarray | None
+    stride: np.int64
+
+    def mask(self, sel: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(sel), f) bool: True where ``rows`` (found for queries ``sel``) must be dropped."""
+        bad = rows == UNKNOWN_ROW
+        if self.self_rows is not None:
+            bad |= rows == self.self_rows[sel, None]
+        if self.global_rows is not None:
+            bad |= np.isin(rows, self.global_rows)
+        if self.pair_keys is not None:
+            bad |= np.isin(sel[:, None].astype(np.int64) * self.stride + rows, self.pair_keys)
+        return bad
+
+
+__all__ = ["INDEX_TYPES", "PARTS", "IndexSettings", "Part", "StaleIndexError", "bytes_checksum", "parts_from_files", "parts_to_files"]

@@ -1,0 +1,227 @@
+"""The fitted model: the torch module plus everything a fit knows about it, each field typed.
+
+A :class:`FittedModel` is what :func:`collabemb.fit`, :func:`collabemb.fit_implicit` and
+:func:`collabemb.load_model` return, and what :func:`collabemb.save_model` writes. It holds:
+
+* ``module``: the :class:`~collabemb.models.EmbeddingDotBias` (tables and registries);
+* ``identity``: a :class:`ModelIdentity`, what kind of model this is (family, what row 0 means,
+  the settings a fold-in must reuse), stored as its own record in ``config.json``;
+* ``history``: the :class:`~collabemb.history.FitHistory` (empty for one-solve models);
+* ``seen_items``: the training pairs (:class:`~collabemb.interactions.SeenItems`);
+* ``item_metadata``: titles, genres... (a DataFrame with an ``item`` column; empty when none);
+* ``index``: a similarity index to store with the model, or None. The search layer
+  (:mod:`collabemb.index`) builds it; this layer only knows it as bytes to store.
+
+Every field is always present. Reading a raw ID's vector, bias or prediction is delegated to the
+module (``fitted.weight(ids, "item")``); search, cold start and exports are functions of the
+layers above that take a FittedModel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from collabemb.data import read_ratings
+from collabemb.history import FitHistory
+from collabemb.interactions import SeenItems
+from collabemb.models import EmbeddingDotBias, Table
+from collabemb.registry import IdRegistry, Unknown, id_type_of
+
+#: Model families: ``"rating"`` (:func:`collabemb.fit`), the ``implicit`` ones, and the baseline.
+FAMILIES: tuple[str, ...] = ("rating", "als", "bpr", "lmf", "popularity")
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What kind of model a fitted module is (the ``identity`` record of ``config.json``).
+
+    Attributes:
+        family: ``"rating"``, ``"als"``, ``"bpr"``, ``"lmf"`` or ``"popularity"``.
+        row0: what row 0, the unknown slot, holds: ``"trained"`` (routed during training),
+            ``"mean"`` (mean of the known rows) or ``"mean_count"`` (popularity: mean count).
+        weight_decay: rating models: the per-rating L2 strength (a fold-in reuses it).
+        threshold: implicit models: interactions below it were dropped; None kept all.
+        weighting: implicit models: ``"binary"``, ``"raw"`` or ``"log"``.
+        regularization, alpha: ALS's L2 and confidence scale (its fold-in reuses them).
+    """
+
+    family: str = "rating"
+    row0: str = "trained"
+    weight_decay: float | None = None
+    threshold: float | None = None
+    weighting: str | None = None
+    regularization: float | None = None
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.row0 not in ("trained", "mean", "mean_count"):
+            raise ValueError(f"row0 must be 'trained', 'mean' or 'mean_count', got {self.row0!r}")
+
+    @property
+    def fold_in(self) -> str | None:
+        """Which new-ID solve applies: ``"rating"`` (Newton on the rating objective), ``"als"``
+        (ALS's closed form) or None (BPR, LMF, popularity: no solve reproduces training)."""
+        return {"rating": "rating", "als": "als"}.get(self.family)
+
+    @property
+    def row0_text(self) -> str:
+        """``row0`` in words, for ``collabemb info``."""
+        return {
+            "trained": "trained: routed training ratings taught it an average user / item",
+            "mean": "the mean of the known rows (not trained)",
+            "mean_count": "item row 0: the mean count (not trained)",
+        }[self.row0]
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelIdentity:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown identity field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class IndexSnapshot(Protocol):
+    """What the artifact needs of a similarity index: its config entry and its files' bytes."""
+
+    def to_files(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(config entry, {file name: (n,) uint8 bytes})``; refuses an index that is stale."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredIndex:
+    """An index as read from an artifact: its config entry and file bytes, not yet deserialised."""
+
+    config: dict
+    files: dict[str, np.ndarray]
+
+    def to_files(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return self.config, self.files
+
+
+class FittedModel:
+    """A fitted :class:`~collabemb.models.EmbeddingDotBias` with what the fit knows about it.
+
+    See the module docstring for the fields. ``seen_items`` defaults to no pairs and
+    ``item_metadata`` to an empty frame; assigning anything but a SeenItems / a DataFrame with
+    an ``item`` column is refused, so both are always there to read.
+    """
+
+    def __init__(
+        self,
+        module: EmbeddingDotBias,
+        identity: ModelIdentity | None = None,
+        history: FitHistory | None = None,
+        seen_items: SeenItems | None = None,
+        item_metadata: pd.DataFrame | None = None,
+        index: IndexSnapshot | None = None,
+    ):
+        if not isinstance(module, EmbeddingDotBias):
+            raise TypeError(f"module must be an EmbeddingDotBias, got {type(module).__name__}")
+        self.module = module
+        self.identity = identity if identity is not None else ModelIdentity()
+        self.history = history if history is not None else FitHistory()
+        self.seen_items = seen_items if seen_items is not None else SeenItems.empty(module.users.n_rows)
+        if item_metadata is None:
+            item_metadata = pd.DataFrame({"item": np.empty(0, dtype=np.int64 if module.items.id_type == "int" else object)})
+        self.item_metadata = item_metadata
+        self.index = index
+
+    @property
+    def seen_items(self) -> SeenItems:
+        """The training (user, item) pairs, as rows (:class:`~collabemb.interactions.SeenItems`)."""
+        return self._seen_items
+
+    @seen_items.setter
+    def seen_items(self, value: SeenItems) -> None:
+        if not isinstance(value, SeenItems):
+            raise TypeError(f"seen_items must be a SeenItems (SeenItems.empty(n) for none), got {type(value).__name__}")
+        self._seen_items = value
+
+    @property
+    def item_metadata(self) -> pd.DataFrame:
+        """Item metadata: an ``item`` column of raw IDs plus titles, genres...; empty when none."""
+        return self._item_metadata
+
+    @item_metadata.setter
+    def item_metadata(self, value: pd.DataFrame) -> None:
+        if not isinstance(value, pd.DataFrame) or "item" not in value.columns:
+            raise TypeError("item_metadata must be a DataFrame with an 'item' column (set_item_metadata checks and renames one)")
+        self._item_metadata = value
+
+    # --- read through to the module ----------------------------------------------------------
+    @property
+    def users(self) -> IdRegistry:
+        return self.module.users
+
+    @property
+    def items(self) -> IdRegistry:
+        return self.module.items
+
+    @property
+    def n_factors(self) -> int:
+        return self.module.n_factors
+
+    @property
+    def y_range(self) -> tuple[float, float] | None:
+        return self.module.y_range
+
+    def registry(self, table: Table) -> IdRegistry:
+        return self.module.registry(table)
+
+    def tables(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
+        """``((n_rows, k) float32 weights, (n_rows,) float32 biases)`` of one table (numpy)."""
+        return self.module.tables(table)
+
+    def weight(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n, n_factors) float32 embeddings of raw IDs; unseen IDs get the unknown row 0."""
+        return self.module.weight(raw_ids, table, unknown=unknown)
+
+    def bias(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n,) float32 biases (logit units) of raw IDs; unseen IDs get row 0's bias."""
+        return self.module.bias(raw_ids, table, unknown=unknown)
+
+    def predict(self, users, items, *, unknown: Unknown = "unknown_slot") -> pd.DataFrame:
+        """Predicted ratings for raw ID pairs (see :meth:`EmbeddingDotBias.predict`)."""
+        return self.module.predict(users, items, unknown=unknown)
+
+    # --- what the fit knows --------------------------------------------------------------------
+    def set_item_metadata(self, frame: pd.DataFrame, *, id_col: str = "item") -> None:
+        """Attach item metadata (one row per raw item ID, e.g. title and genres); saved with the model.
+
+        The ID column must hold the model's item ID type; it is renamed ``item``. Rows for IDs
+        the model does not know are kept (they may be added later).
+        """
+        if id_col not in frame.columns:
+            raise ValueError(f"item metadata has no column {id_col!r} (found: {', '.join(map(str, frame.columns))})")
+        ids, id_type = id_type_of(frame[id_col], what=f"item metadata column {id_col!r}")
+        if len(ids) and id_type != self.items.id_type:
+            raise TypeError(f"item metadata IDs are {id_type}, the model's item IDs are {self.items.id_type}")
+        meta = frame.drop(columns=[id_col]).copy()
+        meta.insert(0, "item", ids)
+        if meta["item"].duplicated().any():
+            dup = meta["item"][meta["item"].duplicated()].iloc[0]
+            raise ValueError(f"item metadata repeats item {dup!r}")
+        self.item_metadata = meta.reset_index(drop=True)
+
+    def set_seen_items(self, ratings) -> None:
+        """Store the (user, item) pairs of ``ratings`` (Ratings, a DataFrame or a file) as the
+        training pairs that ``recommend`` and ``evaluate`` leave out; unknown IDs are dropped."""
+        self.seen_items = SeenItems.from_ratings(read_ratings(ratings), self.users, self.items)
+
+    def __repr__(self) -> str:
+        return (
+            f"FittedModel({self.identity.family}: {len(self.users)} users, {len(self.items)} items, "
+            f"{self.n_factors} factors, y_range={self.y_range}, {len(self.seen_items)} seen pairs, "
+            f"index={'yes' if self.index is not None else 'no'})"
+        )

@@ -1,0 +1,155 @@
+"""Training settings: one frozen dataclass, the single list of what ``fit`` can be told.
+
+:func:`collabemb.fit` takes these fields as keyword arguments, a resumed fit compares the fields
+marked ``resume`` with its checkpoint's, the checkpoint stores :meth:`FitSettings.to_dict`, and
+the command line makes one option per field (``n_factors`` -> ``--n-factors``) with the help and
+default written here. Pure standard library, so the command line can build its parser without
+importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
+
+ENGINES: tuple[str, ...] = ("auto", "fast", "autograd")
+LR_SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
+#: Per-engine learning rate and weight decay (their optimisers differ: row-wise Adagrad / Adam),
+#: chosen on MovieLens 100K u1..u5 (benchmarks/accuracy.py).
+ENGINE_DEFAULTS: dict[str, dict[str, float]] = {"fast": {"lr": 0.1, "weight_decay": 0.1}, "autograd": {"lr": 0.01, "weight_decay": 0.12}}
+#: Per-epoch validation scores at most this many validation ratings (a fixed, seeded sample).
+VALID_SAMPLE = 250_000
+
+
+def _setting(default: Any, help: str, *, resume: bool = True, cli: bool = True) -> Any:
+    """A dataclass field with its help text; ``resume``: a resumed fit must repeat it."""
+    return field(default=default, metadata={"help": help, "resume": resume, "cli": cli})
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything :func:`collabemb.fit` can be told about how to train (data aside).
+
+    ``None`` for ``lr``, ``weight_decay``, ``batch_size`` and ``threads`` means "the engine's
+    default"; :meth:`resolved` fills them in.
+    """
+
+    n_factors: int = _setting(64, "embedding width k")
+    epochs: int = _setting(20, "maximum passes over the training ratings")
+    lr: float | None = _setting(None, "peak learning rate (default per engine: fast 0.1 row-wise Adagrad, autograd 0.01 Adam)")
+    lr_schedule: str = _setting("onecycle", "onecycle (warm up 25%, cosine down to lr/100), cosine or constant")
+    weight_decay: float | None = _setting(
+        None, "L2 strength on the factor rows each rating touches (default per engine: fast 0.1, autograd 0.12)"
+    )
+    batch_size: int | None = _setting(None, "autograd engine only: ratings per step (default n_train // 50, clipped to 64..1024)")
+    unknown_frac: float = _setting(0.02, "per-epoch probability that a rating's user (and its item) trains the unknown row 0")
+    y_range: tuple[float, float] | None = _setting(None, "LO HI of the sigmoid output (default: the rating range widened by 10%)")
+    early_stopping: int | None = _setting(None, "stop after this many epochs without a better validation RMSE, keep the best")
+    seed: int = _setting(0, "seeds initialisation, shuffling and unknown-slot routing")
+    threads: int | None = _setting(
+        None, "fast: kernel threads (default: CPUs, at most 8); autograd: torch threads (default 1)", resume=False
+    )
+    device: str = _setting("cpu", "cpu, or cuda (autograd engine)", resume=False)
+    engine: str = _setting("auto", "fast (compiled CPU kernel), autograd (torch, any device), or auto: fast on CPU")
+    valid_sample: int | None = _setting(VALID_SAMPLE, "score at most this many validation ratings per epoch", resume=False)
+    progress: bool | None = _setting(None, "progress bar (default: only when stderr is a terminal)", resume=False)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        _check_int(self.n_factors, "n_factors", 1)
+        _check_int(self.epochs, "epochs", 1)
+        need(self.lr is None or (_finite(self.lr) and self.lr > 0), f"lr must be a finite number > 0, got {self.lr}")
+        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        need(
+            self.weight_decay is None or (_finite(self.weight_decay) and self.weight_decay >= 0),
+            f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
+        )
+        if self.batch_size is not None:
+            _check_int(self.batch_size, "batch_size", 1)
+        need(_finite(self.unknown_frac) and 0.0 <= self.unknown_frac < 0.5, f"unknown_frac must be in [0, 0.5), got {self.unknown_frac}")
+        if self.y_range is not None:
+            lo_hi = tuple(self.y_range)
+            need(
+                len(lo_hi) == 2 and all(_finite(v) for v in lo_hi) and lo_hi[0] < lo_hi[1],
+                f"y_range must be (lo, hi) with lo < hi, got {self.y_range}",
+            )
+            object.__setattr__(self, "y_range", (float(lo_hi[0]), float(lo_hi[1])))
+        if self.early_stopping is not None:
+            _check_int(self.early_stopping, "early_stopping", 1)
+        _check_int(self.seed, "seed", None)
+        if self.threads is not None:
+            _check_int(self.threads, "threads", 1)
+        need(
+            isinstance(self.device, str) and bool(self.device),
+            f"device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}",
+        )
+        need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.valid_sample is not None:
+            _check_int(self.valid_sample, "valid_sample", 1)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def resume_names(cls) -> tuple[str, ...]:
+        """Settings a resumed fit must share with its checkpoint."""
+        return tuple(f.name for f in fields(cls) if f.metadata["resume"])
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, Any, str]]:
+        """``(name, default, help)`` per field, in order (the command line's options)."""
+        return [(f.name, f.default if f.default is not MISSING else None, f.metadata["help"]) for f in fields(cls)]
+
+    def replace(self, **changes: Any) -> FitSettings:
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - set(self.names())
+        if unknown:
+            raise TypeError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    def resolved(self, n_train: int, engine: str) -> FitSettings:
+        """The settings with ``engine`` chosen and the engine's defaults filled in."""
+        defaults = ENGINE_DEFAULTS[engine]
+        if engine == "fast" and self.batch_size is not None:
+            raise ValueError(
+                "batch_size applies to the autograd engine only (the fast engine updates once per rating); use engine='autograd'"
+            )
+        batch_size = self.batch_size
+        if engine == "autograd" and batch_size is None:
+            batch_size = int(min(max(n_train // 50, 64), 1024))
+        return replace(
+            self,
+            engine=engine,
+            lr=defaults["lr"] if self.lr is None else self.lr,
+            weight_decay=defaults["weight_decay"] if self.weight_decay is None else self.weight_decay,
+            batch_size=batch_size,
+        )
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["y_range"] = list(self.y_range) if self.y_range is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FitSettings:
+        known = {k: v for k, v in data.items() if k in cls.names()}
+        if known.get("y_range") is not None:
+            known["y_range"] = tuple(known["y_range"])
+        return cls(**known)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(value: Any, name: str, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
