@@ -154,7 +154,7 @@ def fit_implicit(
     algorithm = _algorithm_class(model)  # imported first: threadpool_limits only reaches loaded BLAS libraries
     t0 = time.perf_counter()
     with threadpool_limits(1, "blas"):
-        algo = _make_algorithm(algorithm, model, n_factors, hyper, seed, threads)
+        algo = _make_algorithm(algorithm, n_factors, hyper, seed, threads)
         algo.fit(matrix, show_progress=sys.stderr.isatty() if progress is None else progress)
     seconds = time.perf_counter() - t0
 
@@ -283,36 +283,10 @@ def _import_class(family: str) -> type:
     return LogisticMatrixFactorization
 
 
-def _make_algorithm(cls: type, family: str, n_factors: int, hyper: dict, seed: int, threads: int):
+def _make_algorithm(cls: type, n_factors: int, hyper: dict, seed: int, threads: int):
     """An unfitted ``implicit`` model; construct it under single-threaded BLAS (its constructor
-    warns otherwise)."""
-    if family == "als":
-        return cls(
-            factors=n_factors,
-            regularization=hyper["regularization"],
-            alpha=hyper["alpha"],
-            iterations=hyper["iterations"],
-            num_threads=threads,
-            random_state=seed,
-        )
-    if family == "bpr":
-        return cls(
-            factors=n_factors,
-            learning_rate=hyper["learning_rate"],
-            regularization=hyper["regularization"],
-            iterations=hyper["iterations"],
-            num_threads=threads,
-            random_state=seed,
-        )
-    return cls(
-        factors=n_factors,
-        learning_rate=hyper["learning_rate"],
-        regularization=hyper["regularization"],
-        iterations=hyper["iterations"],
-        neg_prop=hyper["neg_prop"],
-        num_threads=threads,
-        random_state=seed,
-    )
+    warns otherwise). ``hyper`` holds exactly the family's constructor arguments (:data:`DEFAULTS`)."""
+    return cls(factors=n_factors, **hyper, num_threads=threads, random_state=seed)
 
 
 def _split_factors(family: str, user: np.ndarray, item: np.ndarray, k: int) -> tuple[np.ndarray, ...]:

@@ -187,12 +187,10 @@ def _make_engine(module: EmbeddingDotBias, data: Interactions, settings: FitSett
     if settings.engine == "fast":
         from collabemb.engines.fast import FastEngine
 
-        return FastEngine(module, data.user_rows, data.item_rows, data.values, seed=settings.seed, threads=settings.threads, **common)
+        return FastEngine(module, data, seed=settings.seed, threads=settings.threads, **common)
     from collabemb.engines.autograd import AutogradEngine
 
-    return AutogradEngine(
-        module, data.user_rows, data.item_rows, data.values, gen=gen, batch_size=settings.batch_size, device=settings.device, **common
-    )
+    return AutogradEngine(module, data, gen=gen, batch_size=settings.batch_size, device=settings.device, **common)
 
 
 def _choose_engine(engine: str, device: str) -> str:

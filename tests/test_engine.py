@@ -22,7 +22,7 @@ import torch
 import collabemb as ce
 from collabemb.engines import fast
 from collabemb.history import FitHistory
-from collabemb.interactions import _registry_and_rows
+from collabemb.interactions import _registry_and_rows, encode
 from collabemb.models import EmbeddingDotBias
 from collabemb.registry import IdRegistry
 from collabemb.sample import generate_sample
@@ -121,10 +121,9 @@ def test_kernel_routes_every_rating_to_row_zero_when_asked_to():
 
 
 def make_engine(model, frame, **kwargs):
-    users = model.users.encode(frame["user"])
-    items = model.items.encode(frame["item"])
+    data = encode(ce.read_ratings(frame), model.users, model.items)
     args = {"seed": 0, "lr_at": lambda steps, per_epoch: np.full(len(steps), 0.1), "weight_decay": 0.1, "unknown_frac": 0.02, "threads": 1}
-    return fast.FastEngine(model, users, items, frame["rating"].to_numpy(np.float32), **{**args, **kwargs})
+    return fast.FastEngine(model, data, **{**args, **kwargs})
 
 
 def test_fast_engine_trains_the_modules_own_tensors_in_place():

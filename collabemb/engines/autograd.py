@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from collabemb.engines import EpochResult
+from collabemb.interactions import Interactions
 from collabemb.models import EmbeddingDotBias
 
 
@@ -27,9 +28,7 @@ class AutogradEngine:
     def __init__(
         self,
         model: EmbeddingDotBias,
-        users: np.ndarray,
-        items: np.ndarray,
-        ratings: np.ndarray,
+        data: Interactions,
         *,
         gen: torch.Generator,
         lr_at: Callable[[np.ndarray, int], np.ndarray],
@@ -45,10 +44,10 @@ class AutogradEngine:
         self.batch_size = batch_size
         self.unknown_frac = unknown_frac
         self.device = device
-        self.u_all = torch.as_tensor(np.array(users, dtype=np.int64), device=device)
-        self.i_all = torch.as_tensor(np.array(items, dtype=np.int64), device=device)
-        self.r_all = torch.as_tensor(np.array(ratings, dtype=np.float32), device=device)
-        self.n = len(ratings)
+        self.u_all = torch.as_tensor(np.array(data.user_rows, dtype=np.int64), device=device)
+        self.i_all = torch.as_tensor(np.array(data.item_rows, dtype=np.int64), device=device)
+        self.r_all = torch.as_tensor(np.array(data.values, dtype=np.float32), device=device)
+        self.n = len(data)
         self.steps_per_epoch = math.ceil(self.n / batch_size)
         self.opt = torch.optim.Adam(model.parameters(), lr=float(lr_at(np.zeros(1, np.int64), self.steps_per_epoch)[0]))
 

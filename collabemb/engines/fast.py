@@ -63,6 +63,7 @@ from numba.extending import intrinsic
 from collabemb.engines import EpochResult
 
 if TYPE_CHECKING:
+    from collabemb.interactions import Interactions
     from collabemb.models import EmbeddingDotBias
 
 #: Ratings per chunk: the unit of per-epoch shuffling and of the learning-rate schedule.
@@ -241,8 +242,7 @@ class FastEngine:
 
     Args:
         model: a CPU, float32 :class:`EmbeddingDotBias`; its tables are updated in place.
-        users, items: (n,) integer table rows of the training ratings (0 never occurs here).
-        ratings: (n,) float32 ratings.
+        data: the encoded training ratings (its rows are the model's; 0 never occurs there).
         seed: seeds the one-off shuffle, each epoch's chunk order and the unknown-slot routing.
         lr_at: the schedule: ``lr_at(steps, steps_per_epoch)`` maps (m,) int64 global step
             numbers (one step per chunk, counted from 0 at the first epoch) to (m,) learning rates.
@@ -254,9 +254,7 @@ class FastEngine:
     def __init__(
         self,
         model: EmbeddingDotBias,
-        users: np.ndarray,
-        items: np.ndarray,
-        ratings: np.ndarray,
+        data: Interactions,
         *,
         seed: int,
         lr_at: Callable[[np.ndarray, int], np.ndarray],
@@ -273,13 +271,13 @@ class FastEngine:
         self.seed = int(seed) & (2**64 - 1)
         self.threads = int(threads)
         self.lr_at = lr_at
-        self.n = len(ratings)
+        self.n = len(data)
         self.n_chunks = max(1, -(-self.n // CHUNK))
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
         perm = rng.permutation(self.n)
-        self.users = np.asarray(users, dtype=np.int32)[perm]
-        self.items = np.asarray(items, dtype=np.int32)[perm]
-        self.ratings = np.asarray(ratings, dtype=np.float32)[perm]
+        self.users = np.asarray(data.user_rows, dtype=np.int32)[perm]
+        self.items = np.asarray(data.item_rows, dtype=np.int32)[perm]
+        self.ratings = np.asarray(data.values, dtype=np.float32)[perm]
         del perm
         # numpy views of the module's tensors: the kernel writes into the model itself
         self._p = tables["u_weight"].detach().numpy()
