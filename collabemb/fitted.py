@@ -31,8 +31,9 @@ from collabemb.interactions import SeenItems
 from collabemb.models import EmbeddingDotBias, Table
 from collabemb.registry import IdRegistry, Unknown, id_type_of
 
-#: Model families: ``"rating"`` (:func:`collabemb.fit`), the ``implicit`` ones, and the baseline.
-FAMILIES: tuple[str, ...] = ("rating", "als", "bpr", "lmf", "popularity")
+#: Model families: ``"rating"`` (:func:`collabemb.fit`), the ``implicit`` ones, the baseline, and
+#: ``"vectors"``: vectors imported from elsewhere (``SimilarityIndex.from_vectors``).
+FAMILIES: tuple[str, ...] = ("rating", "als", "bpr", "lmf", "popularity", "vectors")
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,10 @@ class ModelIdentity:
     """What kind of model a fitted module is (the ``identity`` record of ``config.json``).
 
     Attributes:
-        family: ``"rating"``, ``"als"``, ``"bpr"``, ``"lmf"`` or ``"popularity"``.
+        family: ``"rating"``, ``"als"``, ``"bpr"``, ``"lmf"``, ``"popularity"`` or ``"vectors"``.
         row0: what row 0, the unknown slot, holds: ``"trained"`` (routed during training),
-            ``"mean"`` (mean of the known rows) or ``"mean_count"`` (popularity: mean count).
+            ``"mean"`` (mean of the known rows), ``"mean_count"`` (popularity: mean count) or
+            ``"none"`` (zeros: vectors imported with ``SimilarityIndex.from_vectors``).
         weight_decay: rating models: the per-rating L2 strength (a fold-in reuses it).
         threshold: implicit models: interactions below it were dropped; None kept all.
         weighting: implicit models: ``"binary"``, ``"raw"`` or ``"log"``.
@@ -60,8 +62,8 @@ class ModelIdentity:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        if self.row0 not in ("trained", "mean", "mean_count"):
-            raise ValueError(f"row0 must be 'trained', 'mean' or 'mean_count', got {self.row0!r}")
+        if self.row0 not in ("trained", "mean", "mean_count", "none"):
+            raise ValueError(f"row0 must be 'trained', 'mean', 'mean_count' or 'none', got {self.row0!r}")
 
     @property
     def fold_in(self) -> str | None:
@@ -76,6 +78,7 @@ class ModelIdentity:
             "trained": "trained: routed training ratings taught it an average user / item",
             "mean": "the mean of the known rows (not trained)",
             "mean_count": "item row 0: the mean count (not trained)",
+            "none": "zeros: no unknown slot (vectors imported, not trained)",
         }[self.row0]
 
     def to_dict(self) -> dict:

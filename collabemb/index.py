@@ -56,7 +56,7 @@ from collabemb.faiss_parts import (
     parts_from_files,
     parts_to_files,
 )
-from collabemb.fitted import FittedModel, StoredIndex
+from collabemb.fitted import FittedModel, ModelIdentity, StoredIndex
 from collabemb.interactions import SeenItems
 from collabemb.models import EmbeddingDotBias, Table, check_table
 from collabemb.registry import UNKNOWN_CHOICES, UNKNOWN_ROW, IdRegistry, Unknown, UnknownIdError, id_type_of
@@ -152,7 +152,7 @@ class SimilarityIndex:
                 raise ValueError(f"user vectors have {user_vectors.shape[1]} columns, item vectors {item_vectors.shape[1]}")
             module.append_rows("user", user_arr, user_vectors, user_bias)
         module.eval()
-        fitted = FittedModel(module)
+        fitted = FittedModel(module, ModelIdentity(family="vectors", row0="none"))
         if item_metadata is not None:
             fitted.set_item_metadata(item_metadata)
         index = cls(fitted, **kwargs)
