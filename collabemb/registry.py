@@ -28,6 +28,8 @@ IdType = Literal["int", "str"]
 Unknown = Literal["unknown_slot", "raise"]
 UNKNOWN_CHOICES: tuple[str, ...] = ("unknown_slot", "raise")
 
+#: Lists up to this long of plain ints or strs are checked without pandas (a query's few IDs).
+_SMALL = 256
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
@@ -46,6 +48,13 @@ def id_type_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") 
     array of Python ``str`` for ``id_type == "str"``. Raises ``TypeError`` for floats, booleans, a mix of
     ints and strings, and ``ValueError`` for missing values or ints outside the int64 range.
     """
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype == np.int64:
+        return values, "int"  # already validated (the common case inside the package): no pandas
+    if isinstance(values, list | tuple) and 0 < len(values) <= _SMALL:
+        if all(type(v) is int for v in values) and all(_INT64_MIN <= v <= _INT64_MAX for v in values):
+            return np.array(values, dtype=np.int64), "int"  # a few plain IDs (one query): no pandas
+        if all(type(v) is str for v in values):
+            return _as_object_array(values), "str"
     if isinstance(values, pd.Series | pd.Index):
         series = values
     else:
