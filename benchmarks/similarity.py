@@ -161,8 +161,8 @@ def search_part(n: int, threads: int, query_threads: int, seed: int) -> str:
     lines = [
         f"Catalogue: {n:,} items x {dim} (Gaussian, covariance spectrum of a trained ml-100k item table; sparse int64 IDs; "
         f"a title column joined onto every result), 10,000 users. FAISS {faiss.__version__}; FAISS threads: {threads} for "
-        f"builds and batches, {query_threads} for single queries. HNSW: M={hnsw.hnsw_m}, efConstruction={hnsw.ef_construction}, "
-        f"efSearch={hnsw.ef_search} (library defaults: {HNSW_M}, {HNSW_EF_CONSTRUCTION}, {HNSW_EF_SEARCH}). Latency is "
+        f"builds and batches, {query_threads} for single queries. HNSW: M={hnsw.settings.hnsw_m}, efConstruction={hnsw.settings.ef_construction}, "
+        f"efSearch={hnsw.settings.ef_search} (library defaults: {HNSW_M}, {HNSW_EF_CONSTRUCTION}, {HNSW_EF_SEARCH}). Latency is "
         "wall time of one public-API call (raw ID in, DataFrame of raw IDs out) after 20 warm-up calls; batch throughput is "
         "the median over calls of 1,000 IDs.",
         "",
