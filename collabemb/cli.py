@@ -52,7 +52,7 @@ _SETTING_CHOICES: dict[str, tuple[str, ...]] = {"engine": ENGINES, "lr_schedule"
 #: this command line says instead (a format string; ``name`` comes with dashes for underscores).
 FLAG_WORDS: tuple[tuple[str, str], ...] = (
     (r"\bunknown=['\"](?P<value>unknown_slot|raise)['\"]", "--unknown {value}"),
-    (r"\b(?:exclude_seen|exclude_rated)=False\b", "--include-seen"),
+    (r"\bexclude_seen=False\b", "--include-seen"),
     (r"\bunknown_row=False\b", "--no-unknown-row"),
     (r"\b(?P<name>train|valid|seen)=(?:\.\.\.)?", "--{name} FILE"),
     (r"\b(?:model|fitted)\.set_seen_items\(train\)", "collabemb fit"),
@@ -571,7 +571,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     fitted = _load(args.artifact)
     _use_index(fitted, args, ("recommend",))
     if args.ratings:
-        frame = recommend_from_ratings(fitted, args.ratings, args.k, exclude_rated=not args.include_seen)
+        frame = recommend_from_ratings(fitted, args.ratings, args.k, exclude_seen=not args.include_seen)
     else:
         users = _cli_ids(args.user, fitted.users) if args.user else None  # None: the anonymous user
         frame = recommend(fitted, users, args.k, exclude_seen=not args.include_seen, seen=args.seen, unknown=args.unknown)

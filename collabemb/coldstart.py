@@ -299,7 +299,7 @@ def recommend_from_ratings(
     ratings: Ratings | pd.DataFrame | str | os.PathLike,
     k: int = 10,
     *,
-    exclude_rated: bool = True,
+    exclude_seen: bool = True,
     exclude=None,
     add: bool = False,
     **fold_kwargs,
@@ -313,7 +313,7 @@ def recommend_from_ratings(
 
     Args:
         fitted_or_index: a FittedModel (searched through ``index_of(fitted)``) or a SimilarityIndex.
-        exclude_rated: leave out the items each new user rated.
+        exclude_seen: leave out the items each new user rated (their seen items, as in :func:`recommend`).
         exclude: raw item IDs never to recommend (for every user).
         add: also append the new users to the model (see :func:`fold_in_users`).
 
@@ -327,7 +327,7 @@ def recommend_from_ratings(
     fold_in = fold_in_als if fitted.identity.fold_in == "als" else fold_in_users
     fold = fold_in(fitted, ratings, add=add, index=index, **fold_kwargs)
     searcher = index if index is not None else index_of(fitted)
-    pairs = (fold.rated_query, fold.rated_rows) if exclude_rated else None
+    pairs = (fold.rated_query, fold.rated_rows) if exclude_seen else None
     ids = fold.ids if fold.ids is not None else np.array([None], dtype=object)
     return searcher.recommend_vectors(fold.vectors, fold.biases, k, ids=ids, source=fold.source, rated=pairs, exclude=exclude)
 

@@ -232,7 +232,7 @@ def test_recommend_from_ratings_for_several_new_users_in_one_call():
     assert out.loc[out["user"] == "a", "item"].tolist() == top.tolist()
     pd.testing.assert_frame_equal(recommend_from_ratings(model, ratings, k=4), out)  # through index_of(model)
     assert model.index.parts == {"recommend": "exact"} and len(model.users) == 50  # add=False: the model is unchanged
-    everything = recommend_from_ratings(index, ratings, k=4, exclude_rated=False)
+    everything = recommend_from_ratings(index, ratings, k=4, exclude_seen=False)
     assert everything.loc[everything["user"] == "a", "item"].tolist() == model.items.ids[np.argsort(-pred, kind="stable")[:4]].tolist()
 
 
