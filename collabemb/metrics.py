@@ -37,6 +37,7 @@ import scipy.sparse as sp
 
 from collabemb.data import Ratings, read_ratings
 from collabemb.fitted import FittedModel
+from collabemb.interactions import encode
 from collabemb.models import EmbeddingDotBias
 from collabemb.registry import UNKNOWN_ROW, IdRegistry
 
@@ -241,12 +242,14 @@ def evaluate(
     if fitted.y_range is not None:
         out.update(rating_errors(fitted, test))
     frame = test.frame
-    user_ids = pd.unique(frame["user"].to_numpy())
+    pairs = encode(test, fitted.users, fitted.items)  # the test pairs as rows, by the one encoder
+    user_codes_all, user_ids = pd.factorize(frame["user"].to_numpy(), sort=False)
     user_index = pd.Index(user_ids)
-    user_rows = fitted.users.encode(user_ids)
+    user_rows = np.zeros(len(user_ids), dtype=np.int64)
+    user_rows[user_codes_all] = pairs.user_rows
     keep = np.ones(len(frame), dtype=bool) if threshold is None else frame["rating"].to_numpy(np.float64) >= float(threshold)
-    user_codes = user_index.get_indexer(frame["user"].to_numpy()[keep])
-    item_rows = fitted.items.encode(frame["item"].to_numpy()[keep])
+    user_codes = user_codes_all[keep]
+    item_rows = pairs.item_rows[keep].astype(np.int64)
     relevant = _relevant_matrix(fitted.items, user_codes, item_rows, frame["item"].to_numpy()[keep], len(user_ids))
     exclude = _exclusions(fitted, user_index, user_rows, train) if exclude_seen else None
     rows, _ = top_k_rows(fitted, user_rows, k, exclude=exclude)
@@ -272,7 +275,7 @@ def evaluate(
 def _exclusions(fitted: FittedModel, user_index: pd.Index, user_rows: np.ndarray, train: Ratings | None) -> sp.csr_matrix:
     """(n_test_users, n_item_rows) marks of the items to leave out of each test user's list."""
     if train is not None:
-        return _seen_matrix(fitted.items, user_index, train)
+        return _seen_matrix(fitted, user_index, train)
     if len(fitted.seen_items) == 0:
         raise ValueError(
             "excluding seen items needs the training interactions: pass train= (or store them with "
@@ -306,13 +309,12 @@ def _relevant_matrix(items: IdRegistry, user_codes: np.ndarray, item_rows: np.nd
     return matrix
 
 
-def _seen_matrix(items: IdRegistry, user_index: pd.Index, train: Ratings) -> sp.csr_matrix:
+def _seen_matrix(fitted: FittedModel, user_index: pd.Index, train: Ratings) -> sp.csr_matrix:
     """(n_test_users, n_item_rows) marks of the known items each test user has in ``train``."""
-    f = train.frame
-    codes = user_index.get_indexer(f["user"].to_numpy())
-    rows = items.encode(f["item"].to_numpy())
+    codes = user_index.get_indexer(train.frame["user"].to_numpy())
+    rows = encode(train, fitted.users, fitted.items).item_rows
     ok = (codes >= 0) & (rows != UNKNOWN_ROW)
-    return sp.csr_matrix((np.ones(int(ok.sum()), np.int8), (codes[ok], rows[ok])), shape=(len(user_index), items.n_rows))
+    return sp.csr_matrix((np.ones(int(ok.sum()), np.int8), (codes[ok], rows[ok])), shape=(len(user_index), fitted.items.n_rows))
 
 
 def _as_recommended(recommended) -> np.ndarray:
