@@ -114,7 +114,7 @@ def load_model(directory: str | os.PathLike) -> FittedModel:
     module = _load_module(root, config)
     history = FitHistory.from_dict(config["history"]) if isinstance(config.get("history"), dict) else FitHistory()
     try:
-        identity = ModelIdentity.from_dict(config["identity"]) if "identity" in config else _identity_of_schema_1(history)
+        identity = ModelIdentity.from_dict(config["identity"]) if "identity" in config else _identity_of_schema_1(history, config)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{root / 'config.json'}: bad identity entry ({exc})") from None
     fitted = FittedModel(module, identity, history)
@@ -181,11 +181,15 @@ def _load_module(root: Path, config: dict) -> EmbeddingDotBias:
     return module
 
 
-def _identity_of_schema_1(history: FitHistory) -> ModelIdentity:
-    """Schema-1 artifacts kept the model's identity inside the history's params."""
+def _identity_of_schema_1(history: FitHistory, config: dict) -> ModelIdentity:
+    """Schema-1 artifacts kept the model's identity inside the history's params (and, for vectors
+    imported into an index, a ``has_unknown_slot: false`` in the index entry)."""
     params = history.params
     family = str(params.get("model", "rating"))
     row0 = {"rating": "trained", "popularity": "mean_count"}.get(family, "mean")
+    index = config.get("index")
+    if isinstance(index, dict) and index.get("has_unknown_slot") is False:
+        family, row0 = "vectors", "none"
     number = lambda key: None if params.get(key) is None else float(params[key])  # noqa: E731
     return ModelIdentity(
         family=family,

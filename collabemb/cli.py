@@ -13,7 +13,6 @@ shows the traceback instead); every warning the library raises prints one line o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 import time
@@ -173,10 +172,7 @@ def _add_settings(p: argparse.ArgumentParser, **defaults) -> None:
     """One option per FitSettings field (``n_factors`` -> ``--n-factors``), typed from the field."""
     g = p.add_argument_group("training settings (collabemb.FitSettings)")
     hints = typing.get_type_hints(FitSettings)
-    on_cli = {f.name for f in dataclasses.fields(FitSettings) if f.metadata.get("cli", True)}
     for name, default, help in FitSettings.describe():
-        if name not in on_cli:
-            continue
         flag, default = "--" + name.replace("_", "-"), defaults.get(name, default)
         value_type = hints[name]
         if isinstance(value_type, types.UnionType):  # float | None -> float

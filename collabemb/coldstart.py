@@ -45,7 +45,7 @@ from scipy.special import expit
 from collabemb.data import Ratings, read_ratings
 from collabemb.fitted import FittedModel
 from collabemb.implicit_mf import interaction_weights, kept_mask, read_interactions
-from collabemb.index import SimilarityIndex, index_of
+from collabemb.index import SimilarityIndex, index_of, mean_of_items
 from collabemb.models import Table
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_type_of
 
@@ -180,17 +180,11 @@ def fold_in_items_like(fitted: FittedModel, like: Mapping, *, add: bool = False,
     if not like:
         raise ValueError("like must map at least one new item ID to known item IDs")
     ids, _ = id_type_of(list(like.keys()), what="new item IDs")
-    weights, biases = fitted.tables("item")
     vectors, means, query, rated = [], [], [], []
     for j, new_id in enumerate(like):
-        described = like[new_id]
-        if isinstance(described, str | bytes | int | np.integer):
-            described = [described]
-        rows = fitted.items.encode(list(described), unknown="raise")
-        if len(rows) == 0:
-            raise ValueError(f"item {new_id!r}: no known items given to describe it")
-        vectors.append(weights[rows].astype(np.float64).mean(axis=0))
-        means.append(float(np.mean(biases[rows], dtype=np.float64)))
+        vector, mean_bias, rows = mean_of_items(fitted.module, like[new_id], new_id)
+        vectors.append(vector)
+        means.append(mean_bias)
         query.append(np.full(len(rows), j, dtype=np.int64))
         rated.append(rows)
     n = len(ids)

@@ -102,8 +102,6 @@ class SimilarityIndex:
         self.settings = IndexSettings(
             index_type, metric, int(hnsw_m), int(ef_construction), int(ef_search), nlist, nprobe, threads, int(seed), int(exact_max)
         )
-        #: False when built by :meth:`from_vectors`: row 0 is then zeros, not a trained slot.
-        self.has_unknown_slot = True
         self._parts: dict[str, Part] = {}
         self._meta_key: tuple | None = None
         self._meta: dict[str, np.ndarray] = {}
@@ -155,9 +153,7 @@ class SimilarityIndex:
         fitted = FittedModel(module, ModelIdentity(family="vectors", row0="none"))
         if item_metadata is not None:
             fitted.set_item_metadata(item_metadata)
-        index = cls(fitted, **kwargs)
-        index.has_unknown_slot = False
-        return index
+        return cls(fitted, **kwargs)
 
     def build(self, *parts: str) -> SimilarityIndex:
         """Build the named parts now (default: ``"items"`` and ``"recommend"``); returns self.
@@ -178,6 +174,11 @@ class SimilarityIndex:
         self.settings = dataclasses.replace(self.settings, threads=value)
         for part in self._parts.values():
             part.settings = self.settings
+
+    @property
+    def has_unknown_slot(self) -> bool:
+        """Whether row 0 can answer unseen IDs: False for vectors imported by :meth:`from_vectors` (zeros)."""
+        return self.fitted.identity.row0 != "none"
 
     @property
     def parts(self) -> dict[str, str]:
@@ -328,7 +329,7 @@ class SimilarityIndex:
         part the model no longer matches (IDs added, vectors changed: :class:`~collabemb.faiss_parts.StaleIndexError`)."""
         parts, files = parts_to_files(self._parts, self.fitted.module)
         settings = self.settings
-        entry = {"metric": settings.metric, "params": settings.params(), "has_unknown_slot": self.has_unknown_slot, "parts": parts}
+        entry = {"metric": settings.metric, "params": settings.params(), "parts": parts}
         return entry, files
 
     @classmethod
@@ -348,7 +349,6 @@ class SimilarityIndex:
             index = cls(fitted, metric=config["metric"], **params)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"config.json: bad index entry ({exc})") from None
-        index.has_unknown_slot = bool(config.get("has_unknown_slot", True))
         index._parts = parts_from_files(config.get("parts", {}), stored.files, fitted.module, index.settings)
         return index
 
@@ -398,7 +398,7 @@ class SimilarityIndex:
         for j, key in enumerate(query_ids.tolist()):
             if rows[j] != UNKNOWN_ROW or key not in like:
                 continue
-            vectors[j], known = _mean_of_items(self.fitted.module, like[key], key)
+            vectors[j], _, known = mean_of_items(self.fitted.module, like[key], key)
             source[j], described[j] = "mean_of_items", True
             pair_q.append(np.full(len(known), j, dtype=np.int64))
             pair_rows.append(known)
@@ -558,16 +558,17 @@ def _exclude_rows(registry: IdRegistry, exclude) -> np.ndarray | None:
     return rows if len(rows) else None
 
 
-def _mean_of_items(module: EmbeddingDotBias, described, new_id) -> tuple[np.ndarray, np.ndarray]:
-    """The mean vector (float32, computed in float64) of the known items describing ``new_id``,
-    and their rows; unseen describing items raise UnknownIdError."""
+def mean_of_items(module: EmbeddingDotBias, described, new_id) -> tuple[np.ndarray, float, np.ndarray]:
+    """An unseen item ``new_id`` described by known items (one ID or many; unseen ones raise): the (k,)
+    float32 mean of their vectors, the mean of their biases, and their (m,) rows; for ``like=`` and
+    :func:`collabemb.coldstart.fold_in_items_like`."""
     if isinstance(described, str | bytes | int | np.integer):
         described = [described]
     rows = module.items.encode(list(described), unknown="raise")
     if len(rows) == 0:
         raise ValueError(f"item {new_id!r}: no known items given to describe it")
-    weights = module.tables("item")[0]
-    return weights[rows].astype(np.float64).mean(axis=0).astype(np.float32), rows
+    weights, biases = module.tables("item")
+    return weights[rows].astype(np.float64).mean(axis=0).astype(np.float32), float(np.mean(biases[rows], dtype=np.float64)), rows
 
 
 def _read_with_types(source, module: EmbeddingDotBias) -> Ratings:
@@ -596,4 +597,4 @@ def _check_vectors(ids, vectors, bias, table: str) -> tuple[np.ndarray, np.ndarr
     return arr, vectors, bias
 
 
-__all__ = ["SimilarityIndex", "StaleIndexError", "build_index", "index_of", "recommend", "similar_items", "similar_users"]
+__all__ = ["SimilarityIndex", "StaleIndexError", "build_index", "index_of", "mean_of_items", "recommend", "similar_items", "similar_users"]

@@ -23,9 +23,9 @@ ENGINE_DEFAULTS: dict[str, dict[str, float]] = {"fast": {"lr": 0.1, "weight_deca
 VALID_SAMPLE = 250_000
 
 
-def _setting(default: Any, help: str, *, resume: bool = True, cli: bool = True) -> Any:
+def _setting(default: Any, help: str, *, resume: bool = True) -> Any:
     """A dataclass field with its help text; ``resume``: a resumed fit must repeat it."""
-    return field(default=default, metadata={"help": help, "resume": resume, "cli": cli})
+    return field(default=default, metadata={"help": help, "resume": resume})
 
 
 @dataclass(frozen=True)

@@ -217,3 +217,20 @@ def test_an_artifact_of_schema_1_reads_its_identity_from_the_history(model, tmp_
     path.write_text(json.dumps(config))
     loaded = ce.load_model(tmp_path / "art")
     assert loaded.identity.family == "als" and loaded.identity.regularization == 20.0 and loaded.identity.alpha == 5.0
+
+
+def test_a_schema_1_index_of_imported_vectors_loads_as_vectors_without_an_unknown_slot(tmp_path):
+    index = ce.SimilarityIndex.from_vectors([10, 20, 30], np.eye(3, dtype=np.float32)).build("items")
+    index.fitted.index = index
+    ce.save_model(index.fitted, tmp_path / "art")
+    path = tmp_path / "art" / "config.json"
+    config = json.loads(path.read_text())
+    del config["identity"]
+    config["schema_version"] = 1
+    config["index"]["has_unknown_slot"] = False  # how schema 1 said "row 0 is zeros"
+    path.write_text(json.dumps(config))
+    loaded = ce.load_model(tmp_path / "art")
+    assert loaded.identity.family == "vectors" and loaded.identity.row0 == "none"
+    assert not ce.index_of(loaded).has_unknown_slot
+    with pytest.raises(ValueError, match="no trained unknown item"):
+        ce.similar_items(loaded, 99, unknown="unknown_slot")
