@@ -1,76 +1,107 @@
-"""The fitted-model artifact: one directory, no pickle, written atomically.
+"""The fitted-model artifact: one verified snapshot, no pickle, replaced in one atomic step.
 
-Layout::
+An artifact is a store (:mod:`collabemb.store`): ``DIR/CURRENT`` points at the current snapshot
+``DIR/snap-*/``, which holds::
 
-    DIR/
-      config.json          format, schema_version, model class, n_factors, y_range, table sizes,
-                           registry fingerprints, the model's identity, fit history, and the
-                           entries of the stored seen items, metadata and index
-      users.json           user registry: {"name", "id_type": "int"|"str", "ids": [...]} in row
-                           order, so ids[0] is row 1 (row 0, the unknown slot, has no ID)
-      items.json           item registry, same form
-      tensors.safetensors  u_weight (n_user_rows, k), i_weight (n_item_rows, k),
-                           u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32
-      seen_indptr.npy, seen_items.npy  training (user, item) pairs as an int32 CSR of rows
-      item_metadata.parquet  optional: an ``item`` column of raw IDs plus titles, genres, ...
-      index-*.faiss        optional: the bytes of a similarity index (collabemb.index builds
-                           and checks them; this module stores them)
+    manifest.json        every file below with its size and SHA-256 (written last)
+    config.json          format, schema_version, model class, n_factors, y_range, table sizes,
+                         registry fingerprints, the tensors' SHA-256, the model's identity, fit
+                         history, and the entries of the stored seen items, metadata and index
+    users.json           user registry: {"name", "id_type": "int"|"str", "ids": [...]} in row
+                         order, so ids[0] is row 1 (row 0, the unknown slot, has no ID)
+    items.json           item registry, same form
+    tensors.safetensors  u_weight (n_user_rows, k), i_weight (n_item_rows, k),
+                         u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32, finite
+    seen_indptr.npy, seen_items.npy  training (user, item) pairs as an int64/int32 CSR of rows
+    item_metadata.parquet  optional: an ``item`` column of raw IDs plus titles, genres, ...
+    index-*.faiss        optional: the bytes of a similarity index (collabemb.index builds
+                         and checks them; this module stores them)
 
-Saving writes everything into a temporary directory beside the target and renames it into place
-(:mod:`collabemb.atomic`), so a crash never leaves a half-written artifact under the final name.
-Loading checks the format, the schema version and every tensor shape against the registries, and
-refuses a mismatch. Artifacts of schema 1 (before the identity record) are read too.
+Saving refuses non-finite weights and a stale index before anything is written, then writes a
+new snapshot and swaps the pointer (a second process saving to the same path is refused while
+the first holds the lock). Loading reads one snapshot under a shared lock, checks every file
+against the manifest (size, then SHA-256) before parsing it, every JSON file against its schema
+(:mod:`collabemb.schema`), and every tensor's dtype, shape and finiteness, and refuses a
+mismatch with an :class:`ArtifactError` naming the file. Artifacts of schema 1 (before the
+identity record) and artifacts written before manifests (files directly in ``DIR``) still load,
+the latter unverified (with a warning).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
-from collabemb.atomic import atomic_dir
 from collabemb.fitted import FittedModel, ModelIdentity, StoredIndex
 from collabemb.history import FitHistory
 from collabemb.interactions import SeenItems
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.registry import IdRegistry
+from collabemb.schema import CONFIG, CONFIG_MAX_BYTES, REGISTRY, REGISTRY_MAX_BYTES, ArtifactError, parse_json
+from collabemb.store import Snapshot, SnapshotWriter, open_snapshot, write_snapshot, writer_lock
+
+__all__ = ["ArtifactError", "load_model", "read_config", "save_model", "writer_lock"]
 
 FORMAT = "collabemb-artifact"
 SCHEMA_VERSION = 2
+CONFIG_FILE = "config.json"
+TENSORS_FILE = "tensors.safetensors"
 METADATA_FILE = "item_metadata.parquet"
 SEEN_INDPTR_FILE = "seen_indptr.npy"
 SEEN_INDICES_FILE = "seen_items.npy"
 
 
-class ArtifactError(ValueError):
-    """An artifact directory that is missing, foreign, from a newer schema, or inconsistent."""
-
-
 def save_model(fitted: FittedModel, directory: str | os.PathLike) -> Path:
-    """Write ``fitted`` to ``directory`` (replacing an existing artifact there only when complete).
+    """Write ``fitted`` to ``directory`` as a new snapshot that replaces the old one only when complete.
 
-    The stored index, if any, is asked for its files first: a stale index is refused before
-    anything is written.
+    Non-finite weights and a stale index are refused before anything is written. Another process
+    writing the same ``directory`` at the same time: :class:`~collabemb.store.StoreLockedError`.
     """
     target = Path(directory)
-    if target.exists() and not (target / "config.json").is_file() and (not target.is_dir() or any(target.iterdir())):
-        raise ArtifactError(f"{target}: exists and is not a collabemb artifact; refusing to replace it")
+    check_finite(fitted.module)
     index_entry, index_files = fitted.index.to_files() if fitted.index is not None else (None, {})
-    with atomic_dir(target) as tmp:
-        write_model_files(fitted, tmp, index_entry, index_files)
+    with write_snapshot(target, "artifact") as writer:
+        write_model_files(fitted, writer, index_entry, index_files)
     return target
 
 
-def write_model_files(fitted: FittedModel, tmp: Path, index_entry: dict | None = None, index_files: dict | None = None) -> None:
-    """Write the artifact's files into the (new, empty) directory ``tmp``; config.json last."""
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN or infinity (checked in numpy: ten times torch.isfinite's speed on the CPU)."""
+    return bool(np.isfinite(tensor.detach().cpu().numpy()).all())
+
+
+def check_finite(module: EmbeddingDotBias) -> None:
+    """Refuse a model whose tables hold NaN or infinity (it would predict NaN), naming the table."""
+    for name in TABLE_NAMES:
+        weight = getattr(module, name).weight
+        if not all_finite(weight):
+            rows = torch.nonzero(~torch.isfinite(weight).all(dim=1)).flatten()
+            raise ArtifactError(
+                f"the model's {name} table holds NaN or infinity (in {len(rows)} row(s), first row {int(rows[0])}); "
+                f"refusing to store it: training diverged or the weights were edited"
+            )
+
+
+def write_model_files(
+    fitted: FittedModel, writer: SnapshotWriter, index_entry: dict | None = None, index_files: dict | None = None
+) -> None:
+    """Write the artifact's files into a new snapshot (``writer``); config.json last."""
     module = fitted.module
+    writer.write("users.json", _json_bytes(module.users.to_dict()))
+    writer.write("items.json", _json_bytes(module.items.to_dict()))
+    tensors = {name: getattr(module, name).weight.detach().to("cpu", torch.float32).contiguous() for name in TABLE_NAMES}
+    writer.write(TENSORS_FILE, save_safetensors(tensors, metadata={"format": FORMAT}))
     config = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -81,104 +112,155 @@ def write_model_files(fitted: FittedModel, tmp: Path, index_entry: dict | None =
         "n_item_rows": module.items.n_rows,
         "user_fingerprint": module.users.fingerprint(),
         "item_fingerprint": module.items.fingerprint(),
+        "tensors_sha256": writer.files[TENSORS_FILE]["sha256"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "identity": fitted.identity.to_dict(),
         "history": fitted.history.to_dict(),
     }
-    _write_json(tmp / "users.json", module.users.to_dict())
-    _write_json(tmp / "items.json", module.items.to_dict())
-    tensors = {name: getattr(module, name).weight.detach().to("cpu", torch.float32).contiguous() for name in TABLE_NAMES}
-    save_file(tensors, str(tmp / "tensors.safetensors"), metadata={"format": FORMAT})
     seen = fitted.seen_items.padded(module.users.n_rows)
-    np.save(tmp / SEEN_INDPTR_FILE, seen.indptr, allow_pickle=False)
-    np.save(tmp / SEEN_INDICES_FILE, seen.indices, allow_pickle=False)
+    writer.write(SEEN_INDPTR_FILE, _npy_bytes(seen.indptr))
+    writer.write(SEEN_INDICES_FILE, _npy_bytes(seen.indices))
     config["seen_items"] = {"indptr": SEEN_INDPTR_FILE, "indices": SEEN_INDICES_FILE, "n_pairs": len(seen)}
     if len(fitted.item_metadata.columns) > 1 or len(fitted.item_metadata):
-        _write_parquet(fitted.item_metadata, tmp / METADATA_FILE)
+        writer.write(METADATA_FILE, _parquet_bytes(fitted.item_metadata))
         config["item_metadata"] = METADATA_FILE
     if index_entry is not None:
-        for name, data in (index_files or {}).items():
-            if not name.startswith("index-") or "/" in name:
-                raise ArtifactError(f"index file name {name!r} must start with 'index-' and name no directory")
-            np.asarray(data, dtype=np.uint8).tofile(tmp / name)
-        config["index"] = {**index_entry, "files": sorted(index_files or {})}
-    _write_json(tmp / "config.json", config)  # last: its presence marks a complete artifact
+        parts = {}
+        for part, entry in index_entry["parts"].items():
+            name = f"index-{part}.faiss"
+            writer.write(name, np.ascontiguousarray(index_files[name], dtype=np.uint8))
+            # bound to these very bytes and tensors (collabemb.faiss_files)
+            parts[part] = {**entry, "file_sha256": writer.files[name]["sha256"], "tensors_sha256": config["tensors_sha256"]}
+        config["index"] = {**index_entry, "parts": parts, "files": sorted(writer.files.keys() & {f"index-{p}.faiss" for p in parts})}
+    writer.write(CONFIG_FILE, _json_bytes(config))
 
 
 def load_model(directory: str | os.PathLike) -> FittedModel:
-    """Read an artifact written by :func:`save_model`. Nothing is unpickled."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise ArtifactError(f"{root}: no such artifact directory")
-    config = _read_json(root / "config.json")
-    module = _load_module(root, config)
-    history = FitHistory.from_dict(config["history"]) if isinstance(config.get("history"), dict) else FitHistory()
+    """Read an artifact written by :func:`save_model`, verified file by file. Nothing is unpickled."""
+    with open_snapshot(directory, "artifact", also=("checkpoint",)) as snapshot:
+        return read_model_files(snapshot)
+
+
+def read_model_files(snapshot: Snapshot) -> FittedModel:
+    """The model stored in ``snapshot`` (an artifact's or a checkpoint's), every file checked."""
+    root = snapshot.directory
+    if not snapshot.verified:
+        warnings.warn(
+            f"{root} was written before artifacts carried a manifest: its files cannot be verified; save it again to add one", stacklevel=3
+        )
+    config = parse_json(snapshot.read(CONFIG_FILE, max_bytes=CONFIG_MAX_BYTES), root / CONFIG_FILE, CONFIG)
+    _check_config(root, config)
+    names = [TENSORS_FILE]
+    if config.get("seen_items"):
+        names += [SEEN_INDPTR_FILE, SEEN_INDICES_FILE]
+    if config.get("item_metadata"):
+        names.append(METADATA_FILE)
+    index_names = _index_file_names(root, config.get("index"))
+    data = snapshot.read_many(names + index_names)
+    module = _load_module(snapshot, config, data[TENSORS_FILE])
+    history = FitHistory.from_dict(config.get("history") or {})
     try:
         identity = ModelIdentity.from_dict(config["identity"]) if "identity" in config else _identity_of_schema_1(history, config)
     except (TypeError, ValueError) as exc:
-        raise ArtifactError(f"{root / 'config.json'}: bad identity entry ({exc})") from None
+        raise ArtifactError(f"{root / CONFIG_FILE}: key 'identity': {exc}") from None
     fitted = FittedModel(module, identity, history)
     if config.get("seen_items"):
-        fitted.seen_items = _load_seen(root, module.users, module.items)
+        fitted.seen_items = _load_seen(root, data, module.users, module.items, config["seen_items"]["n_pairs"])
     if config.get("item_metadata"):
-        meta = _read_parquet(root / METADATA_FILE)
         try:
-            fitted.set_item_metadata(meta)
+            fitted.set_item_metadata(_read_parquet(data[METADATA_FILE], root / METADATA_FILE))
         except (ValueError, TypeError) as exc:
             raise ArtifactError(f"{root / METADATA_FILE}: {exc}") from None
     if config.get("index"):
-        fitted.index = _load_index(root, config["index"])
+        files = {name: np.frombuffer(data[name], dtype=np.uint8) for name in index_names}
+        verified = {name: snapshot.files[name]["sha256"] for name in (*index_names, TENSORS_FILE)} if snapshot.verified else None
+        fitted.index = StoredIndex({k: v for k, v in config["index"].items() if k != "files"}, files, verified)
     module.eval()
     return fitted
 
 
 def read_config(directory: str | os.PathLike) -> dict:
-    """The artifact's config.json as a dict (for ``collabemb info``)."""
-    return _read_json(Path(directory) / "config.json")
+    """The artifact's config.json as a dict (for ``collabemb info``), verified and schema-checked."""
+    with open_snapshot(directory, "artifact", also=("checkpoint",)) as snapshot:
+        path = snapshot.directory / CONFIG_FILE
+        config = parse_json(snapshot.read(CONFIG_FILE, max_bytes=CONFIG_MAX_BYTES), path, CONFIG)
+    _check_config(path.parent, config)
+    return config
 
 
-def _load_module(root: Path, config: dict) -> EmbeddingDotBias:
-    if config.get("format") != FORMAT:
-        raise ArtifactError(f"{root / 'config.json'}: not a collabemb artifact (format {config.get('format')!r})")
-    version = config.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+def _check_config(root: Path, config: dict) -> None:
+    path = root / CONFIG_FILE
+    if config["schema_version"] > SCHEMA_VERSION:
         raise ArtifactError(
-            f"{root / 'config.json'}: schema_version {version!r} is newer than this collabemb reads ({SCHEMA_VERSION}); upgrade collabemb"
+            f"{path}: schema_version {config['schema_version']} is newer than this collabemb reads ({SCHEMA_VERSION}); upgrade collabemb"
         )
-    if config.get("model") != "EmbeddingDotBias":
-        raise ArtifactError(f"{root / 'config.json'}: unknown model {config.get('model')!r}")
-    try:
-        users = IdRegistry.from_dict(_read_json(root / "users.json"))
-        items = IdRegistry.from_dict(_read_json(root / "items.json"))
-    except (ValueError, TypeError) as exc:
-        raise ArtifactError(f"{root}: bad registry ({exc})") from None
+    if config["model"] != "EmbeddingDotBias":
+        raise ArtifactError(f"{path}: key 'model': unknown model {config['model']!r}")
+    y_range = config["y_range"]
+    if y_range is not None and not y_range[0] < y_range[1]:
+        raise ArtifactError(f"{path}: key 'y_range': the low end {y_range[0]} must be below the high end {y_range[1]}")
+
+
+def _index_file_names(root: Path, entry: dict | None) -> list[str]:
+    if not entry:
+        return []
+    # schema 1 listed no files: one index-{part}.faiss per part
+    names = entry["files"] if "files" in entry else [f"index-{part}.faiss" for part in entry["parts"]]
+    expected = sorted(f"index-{part}.faiss" for part in entry["parts"])
+    if sorted(names) != expected:
+        raise ArtifactError(f"{root / CONFIG_FILE}: key 'index.files': {sorted(names)} do not match the parts {expected}")
+    return names
+
+
+def _load_module(snapshot: Snapshot, config: dict, tensor_bytes: bytes) -> EmbeddingDotBias:
+    root = snapshot.directory
+    users = _load_registry(snapshot, "users.json", config["n_user_rows"])
+    items = _load_registry(snapshot, "items.json", config["n_item_rows"])
     for reg, key in ((users, "user"), (items, "item")):
-        if config.get(f"{key}_fingerprint") != reg.fingerprint():
+        if config[f"{key}_fingerprint"] != reg.fingerprint():
             raise ArtifactError(f"{root / (key + 's.json')}: registry does not match config.json (fingerprint differs)")
-    tensor_path = root / "tensors.safetensors"
-    if not tensor_path.is_file():
-        raise ArtifactError(f"{tensor_path}: missing")
+    tensor_path = root / TENSORS_FILE
+    if snapshot.verified and config.get("tensors_sha256") not in (None, snapshot.files[TENSORS_FILE]["sha256"]):
+        raise ArtifactError(f"{tensor_path}: not the tensors config.json was written with (SHA-256 differs)")
     try:
-        tensors = load_file(str(tensor_path))
-    except (SafetensorError, OSError, ValueError) as exc:
+        tensors = load_safetensors(tensor_bytes)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{tensor_path}: unreadable ({exc})") from None
     k = config["n_factors"]
     expected = {"u_weight": (users.n_rows, k), "i_weight": (items.n_rows, k), "u_bias": (users.n_rows, 1), "i_bias": (items.n_rows, 1)}
+    for name in sorted(set(tensors) - set(expected)):
+        raise ArtifactError(f"{tensor_path}: unexpected tensor {name!r}")
     for name, shape in expected.items():
-        if name not in tensors:
-            raise ArtifactError(f"{tensor_path}: tensor {name!r} is missing")
-        found = tuple(tensors[name].shape)
-        if found != shape:
-            raise ArtifactError(
-                f"{tensor_path}: tensor {name!r} has shape {found}, expected {shape} "
-                f"from the registries ({len(users)} users, {len(items)} items, {k} factors, plus row 0)"
-            )
+        _check_tensor(tensor_path, name, tensors.get(name), shape, users, items, k)
     y_range = tuple(config["y_range"]) if config["y_range"] is not None else None
-    module = EmbeddingDotBias(users, items, n_factors=k, y_range=y_range)
-    with torch.no_grad():
-        for name in TABLE_NAMES:
-            getattr(module, name).weight.copy_(tensors[name])
-    return module
+    return EmbeddingDotBias(users, items, n_factors=k, y_range=y_range, tables=tensors)
+
+
+def _check_tensor(path: Path, name: str, tensor, shape: tuple, users: IdRegistry, items: IdRegistry, k: int) -> None:
+    if tensor is None:
+        raise ArtifactError(f"{path}: tensor {name!r} is missing")
+    if tensor.dtype != torch.float32:
+        raise ArtifactError(f"{path}: tensor {name!r} is {str(tensor.dtype).replace('torch.', '')}, expected float32")
+    if tuple(tensor.shape) != shape:
+        raise ArtifactError(
+            f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {shape} "
+            f"from the registries ({len(users)} users, {len(items)} items, {k} factors, plus row 0)"
+        )
+    if not all_finite(tensor):
+        row = int(torch.nonzero(~torch.isfinite(tensor).all(dim=1)).flatten()[0])
+        raise ArtifactError(f"{path}: tensor {name!r} holds NaN or infinity (first in row {row})")
+
+
+def _load_registry(snapshot: Snapshot, name: str, n_rows: int) -> IdRegistry:
+    path = snapshot.directory / name
+    data = parse_json(snapshot.read(name, max_bytes=REGISTRY_MAX_BYTES), path, REGISTRY)
+    try:
+        registry = IdRegistry.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: bad registry ({exc})") from None
+    if registry.n_rows != n_rows:
+        raise ArtifactError(f"{path}: {len(registry)} IDs, config.json says {n_rows - 1}")
+    return registry
 
 
 def _identity_of_schema_1(history: FitHistory, config: dict) -> ModelIdentity:
@@ -188,7 +270,7 @@ def _identity_of_schema_1(history: FitHistory, config: dict) -> ModelIdentity:
     family = str(params.get("model", "rating"))
     row0 = {"rating": "trained", "popularity": "mean_count"}.get(family, "mean")
     index = config.get("index")
-    if isinstance(index, dict) and index.get("has_unknown_slot") is False:
+    if index and index.get("has_unknown_slot") is False:
         family, row0 = "vectors", "none"
     number = lambda key: None if params.get(key) is None else float(params[key])  # noqa: E731
     return ModelIdentity(
@@ -202,16 +284,9 @@ def _identity_of_schema_1(history: FitHistory, config: dict) -> ModelIdentity:
     )
 
 
-def _load_seen(root: Path, users: IdRegistry, items: IdRegistry) -> SeenItems:
-    try:
-        indptr = np.load(root / SEEN_INDPTR_FILE, allow_pickle=False)
-        indices = np.load(root / SEEN_INDICES_FILE, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{root}: seen items unreadable ({exc})") from None
-    if indptr.dtype != np.int64 or indices.dtype != np.int32:
-        raise ArtifactError(f"{root / SEEN_INDPTR_FILE}: expected int64 indptr and int32 items, found {indptr.dtype} and {indices.dtype}")
-    if len(indptr) != users.n_rows + 1:
-        raise ArtifactError(f"{root / SEEN_INDPTR_FILE}: {len(indptr) - 1} user rows, the registry has {users.n_rows}")
+def _load_seen(root: Path, data: dict[str, bytes], users: IdRegistry, items: IdRegistry, n_pairs: int) -> SeenItems:
+    indptr = _read_npy(data[SEEN_INDPTR_FILE], root / SEEN_INDPTR_FILE, np.int64, users.n_rows + 1)
+    indices = _read_npy(data[SEEN_INDICES_FILE], root / SEEN_INDICES_FILE, np.int32, n_pairs)
     if len(indices) and (indices.min() < 1 or indices.max() >= items.n_rows):
         raise ArtifactError(f"{root / SEEN_INDICES_FILE}: item rows outside 1..{len(items)}")
     try:
@@ -220,23 +295,32 @@ def _load_seen(root: Path, users: IdRegistry, items: IdRegistry) -> SeenItems:
         raise ArtifactError(f"{root / SEEN_INDPTR_FILE}: {exc}") from None
 
 
-def _load_index(root: Path, entry: dict) -> StoredIndex:
-    if not isinstance(entry, dict):
-        raise ArtifactError(f"{root / 'config.json'}: bad index entry (not an object)")
-    # schema 1 listed no files: one index-{part}.faiss per part
-    names = entry["files"] if "files" in entry else [f"index-{part}.faiss" for part in entry.get("parts", {})]
-    files = {}
-    for name in names:
-        if not isinstance(name, str) or not name.startswith("index-") or "/" in name or "\\" in name:
-            raise ArtifactError(f"{root / 'config.json'}: bad index file name {name!r}")
-        path = root / name
-        if not path.is_file():
-            raise ArtifactError(f"{path}: missing")
-        files[name] = np.fromfile(path, dtype=np.uint8)
-    return StoredIndex({k: v for k, v in entry.items() if k != "files"}, files)
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
-def _write_parquet(frame, path: Path) -> None:
+def _read_npy(data: bytes, path: Path, dtype, length: int) -> np.ndarray:
+    """A 1-d ``dtype`` array of ``length`` from .npy bytes; the header is checked before any allocation."""
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, found = read_header(buffer, max_header_size=10_000)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not a .npy array ({exc})") from None
+    if found != np.dtype(dtype) or len(shape) != 1 or fortran:
+        raise ArtifactError(f"{path}: a {found} array of shape {shape}, expected a 1-d {np.dtype(dtype)} array")
+    if shape[0] != length:
+        raise ArtifactError(f"{path}: {shape[0]} entries, config.json and the registries say {length}")
+    body = memoryview(data)[buffer.tell() :]
+    if len(body) != length * found.itemsize:
+        raise ArtifactError(f"{path}: {len(body)} bytes of data, its header says {length * found.itemsize}")
+    return np.frombuffer(body, dtype=found).copy()
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -244,14 +328,17 @@ def _write_parquet(frame, path: Path) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ArtifactError(f"item metadata cannot be stored as parquet: {exc}") from None
-    pq.write_table(table, path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
-def _read_parquet(path: Path):
+def _read_parquet(data: bytes, path: Path) -> pd.DataFrame:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        frame = pq.read_table(path).to_pandas()
+        frame = pq.read_table(pa.BufferReader(data)).to_pandas()
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ArtifactError(f"{path}: unreadable ({exc})") from None
     # object columns of Python str, as the registry keeps them
@@ -261,20 +348,5 @@ def _read_parquet(path: Path):
     return frame
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """A JSON file inside a directory that is itself being written atomically."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=True, allow_nan=False)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing (not a complete collabemb artifact)") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}, line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
-    return data
+def _json_bytes(data: dict) -> bytes:
+    return json.dumps(data, ensure_ascii=True, allow_nan=False).encode("ascii")

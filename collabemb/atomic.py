@@ -10,9 +10,11 @@ target. Permissions follow the umask, as for any ordinary file (``mkstemp`` woul
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +43,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
         _fsync_file(tmp)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -70,9 +73,19 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def replace_dir(source: Path, target: Path) -> None:
-    """Move the finished directory ``source`` to ``target``; an old ``target`` is removed afterwards."""
+    """Move the finished directory ``source`` to ``target``; an old ``target`` is removed afterwards.
+
+    On Linux the two are swapped in one ``renameat2(RENAME_EXCHANGE)``, so ``target`` always names
+    a complete directory; elsewhere (or where the filesystem refuses the exchange) the old one is
+    renamed aside first, which leaves a moment without ``target``.
+    """
     if not target.exists():
         os.replace(source, target)
+        fsync_dir(target.parent)
+        return
+    if _exchange(source, target):
+        fsync_dir(target.parent)
+        shutil.rmtree(source, ignore_errors=True)  # now the old directory
         return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     os.rmdir(old)
@@ -82,7 +95,39 @@ def replace_dir(source: Path, target: Path) -> None:
     except BaseException:
         os.replace(old, target)
         raise
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory, so the renames inside it survive a power cut (a no-op where the OS refuses)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a directory
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

@@ -26,8 +26,9 @@ With ``add=True`` the new IDs are appended to the module's registry and tables
 :func:`recommend_from_ratings` folds new users in and recommends for them in one call.
 
 Counterpart IDs are never coerced: an item column of ``str`` IDs for a model of ``int`` item IDs
-raises ``TypeError``. A ratings *file* is read with the model's ID type (text has no type of its
-own) when the model's users and items share one.
+raises ``TypeError``. Each ID column of a ratings *file* is read as the type of the registry it is
+looked up in (text has no type of its own; :mod:`collabemb.inputs`): ``050`` for a model of
+``int`` item IDs is refused, naming file, line and column.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import expit
 
-from collabemb.data import Ratings, read_ratings
+from collabemb.data import Ratings
 from collabemb.fitted import FittedModel
 from collabemb.implicit_mf import interaction_weights, kept_mask, read_interactions
 from collabemb.index import SimilarityIndex, index_of, mean_of_items
+from collabemb.inputs import read_ratings_as, read_ratings_for
 from collabemb.models import Table
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_type_of
+from collabemb.settings import check_k
 
 MAX_ITER = 50
 TOL = 1e-6
@@ -245,13 +248,9 @@ def fold_in_als(
     if identity.fold_in != "als":
         hint = "; fold rating-model users in with collabemb.fold_in_users" if identity.fold_in == "rating" else ""
         raise ValueError(f"fold_in_als needs an ALS model from fit_implicit(model='als'); this one is {identity.family!r}{hint}")
-    user_col = read_kwargs.get("user_col", "user")
-    anonymous = isinstance(interactions, pd.DataFrame) and user_col not in interactions.columns
-    if anonymous:
-        if add:
-            raise ValueError("add=True needs user IDs: give the interactions a 'user' column")
-        interactions = interactions.assign(**{user_col: 0})
-    frame = read_interactions(interactions, read_kwargs).frame
+    frame, anonymous = _interactions_of(fitted, interactions, read_kwargs)
+    if anonymous and add:
+        raise ValueError("add=True needs user IDs: give the interactions a 'user' column")
     codes, uniques = pd.factorize(frame["user"].to_numpy(), sort=False)
     ids = None if anonymous else id_type_of(uniques, what="user IDs")[0]
     if add:
@@ -314,6 +313,7 @@ def recommend_from_ratings(
     Returns:
         As :meth:`SimilarityIndex.recommend`; ``source`` is ``"fold_in"`` or ``"unknown_slot"``.
     """
+    k = check_k(k)  # before any fold-in work
     if isinstance(fitted_or_index, SimilarityIndex):
         index, fitted = fitted_or_index, fitted_or_index.fitted
     else:
@@ -467,12 +467,27 @@ def _read(ratings, fitted: FittedModel, table: str, other: str) -> tuple[pd.Data
     is_file = not isinstance(ratings, pd.DataFrame)
     has_table = _columns(Path(ratings)) if is_file else ratings.columns
     if table in has_table:
-        same = fitted.users.id_type == fitted.items.id_type
-        return read_ratings(ratings, id_type=fitted.users.id_type if is_file and same else None).frame, False
+        return read_ratings_for(fitted, ratings).frame, False
     # one anonymous ID: read the other column twice, so duplicates resolve per counterpart
-    id_type = fitted.registry(other).id_type if is_file else None
-    frame = read_ratings(ratings, user_col=other, item_col=other, id_type=id_type).frame
+    id_type = fitted.registry(other).id_type
+    frame = read_ratings_as(ratings, user_col=other, item_col=other, user_id_type=id_type, item_id_type=id_type).frame
     frame[table] = 0
+    return frame, True
+
+
+def _interactions_of(fitted: FittedModel, interactions, read_kwargs: dict) -> tuple[pd.DataFrame, bool]:
+    """fold_in_als' input as a frame, and whether it is one anonymous user (no user column): a DataFrame read
+    as fit_implicit reads it, a file by collabemb.inputs' ID rule (as :func:`_read` reads a rating model's)."""
+    user_col, item_col = read_kwargs.get("user_col", "user"), read_kwargs.get("item_col", "item")
+    if isinstance(interactions, Ratings | pd.DataFrame):
+        anonymous = isinstance(interactions, pd.DataFrame) and user_col not in interactions.columns
+        interactions = interactions.assign(**{user_col: 0}) if anonymous else interactions
+        return read_interactions(interactions, read_kwargs).frame, anonymous
+    if user_col in _columns(Path(interactions)):
+        return read_ratings_for(fitted, interactions, **read_kwargs).frame, False
+    id_type = fitted.items.id_type  # one anonymous user: read the item column twice, as _read does
+    frame = read_ratings_as(interactions, **{**read_kwargs, "user_col": item_col}, user_id_type=id_type, item_id_type=id_type).frame
+    frame["user"] = 0
     return frame, True
 
 

@@ -8,12 +8,16 @@ and says what was expected and what was found.
 IDs read from text files are ints when *every* value in the column is a canonical integer
 (``0|-?[1-9][0-9]*``), otherwise strings; so ``"007"`` stays the string ``"007"``. Pass
 ``id_type="str"`` or ``"int"`` to decide explicitly.
+
+Text files may be gzip, bz2, xz or zstd compressed whatever their name (the first bytes decide;
+see :mod:`collabemb.text_input`). Ratings must be finite and fit in float32; timestamps are unix
+seconds that fit in int64 (numbers are truncated toward zero) or datetimes: naive ones are read
+as UTC, timezone-aware ones are converted to UTC.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +28,9 @@ import numpy as np
 import pandas as pd
 
 from collabemb.registry import id_type_of
+from collabemb.text_input import PARQUET_MAGIC, RatingsError, TextFile, header_fields, header_of, quotes_are_plain, read_delimited, show
+from collabemb.text_input import Locator as _Locator
+from collabemb.text_input import sniff_sep as _sniff_sep
 
 Duplicates = Literal["last", "raise", "mean"]
 IdType = Literal["int", "str"] | None
@@ -39,10 +46,9 @@ LAYOUTS: dict[str, dict] = {
 }
 
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
-
-
-class RatingsError(ValueError):
-    """Malformed rating input. The message names file, line and column where known."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT64_MIN = -(2**63)
+_BLOCK_SIZE = 16 << 20  # bytes per pyarrow parse block
 
 
 @dataclass
@@ -87,12 +93,14 @@ def read_ratings(
     """Read and validate ratings from a DataFrame or a CSV / TSV / parquet / MovieLens file.
 
     Args:
-        source: a DataFrame, or a path. ``.parquet``/``.pq`` is read with pyarrow; other files
-            are delimited text with a header row, separator from ``sep`` or guessed from the
-            first line (tab, ``::``, ``;`` or comma).
+        source: a DataFrame, or a path. ``.parquet``/``.pq`` (or a file that starts like one) is
+            read with pyarrow; other files are delimited UTF-8 text with a header row, separator
+            from ``sep`` or guessed from the first line (tab, ``::``, ``;`` or comma), gzip / bz2 /
+            xz / zstd compressed or not (told by their first bytes, not their name).
         user_col, item_col, rating_col: column names in the input.
-        timestamp_col: timestamp column (unix seconds or datetimes); default: a column named
-            ``timestamp`` is kept when the input has one.
+        timestamp_col: timestamp column (unix seconds or datetimes; naive datetimes are taken as
+            UTC, timezone-aware ones converted to UTC); default: a column named ``timestamp`` is
+            kept when the input has one.
         layout: ``"ml-100k"``, ``"ml-1m"`` (also ml-10m) or ``"ml-latest"`` (also ml-20m, ml-25m,
             ml-latest-small); the column arguments are then ignored and IDs are ints.
         duplicates: for repeated (user, item) pairs: ``"last"`` keeps the last row in input order
@@ -101,8 +109,9 @@ def read_ratings(
         id_type: ``"int"``, ``"str"`` or None to infer (see the module docstring).
 
     Raises:
-        RatingsError: missing column, empty input, non-numeric / NaN / inf rating, missing ID,
-            unparseable line, or duplicates with ``duplicates="raise"``.
+        RatingsError: missing or repeated column, empty input, non-numeric / NaN / inf rating or one
+            beyond float32, timestamp beyond int64 seconds, missing or malformed ID, unparseable
+            line, corrupt compressed data, or duplicates with ``duplicates="raise"``.
     """
     if duplicates not in ("last", "raise", "mean"):
         raise ValueError(f"duplicates must be 'last', 'raise' or 'mean', got {duplicates!r}")
@@ -112,46 +121,65 @@ def read_ratings(
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         user_col, item_col, rating_col, timestamp_col, id_type = "user", "item", "rating", "timestamp", "int"
+    names = (user_col, item_col, rating_col, timestamp_col)
     if isinstance(source, pd.DataFrame):
-        raw, label, first_line = source, "DataFrame", None
+        raw, locate, header = source, _Locator("DataFrame", None), (None, list(source.columns))
     else:
-        path = Path(source)
-        label = str(path)
-        if not path.exists():
-            raise RatingsError(f"{label}: no such file")
-        if path.is_dir():
-            raise RatingsError(f"{label}: is a directory, expected a ratings file")
-        if path.suffix.lower() in (".parquet", ".pq"):
-            in_file = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()} if layout == "ml-latest" else {}
-            needed = [in_file.get(c, c) for c in (user_col, item_col, rating_col, timestamp_col) if c is not None]
-            raw, first_line = _read_parquet(path, needed=needed, optional=[in_file.get("timestamp", "timestamp")]), None
-        else:
-            fast = _read_text_fast(path, layout, sep, user_col, item_col, rating_col, timestamp_col, id_type)
-            if fast is not None:
-                frame, first_line = fast
-                frame, n_dup = _resolve_duplicates(frame, duplicates, _Locator(label, first_line, path))
-                return Ratings(frame, label, n_dup)
-            raw, first_line = _read_text(path, layout, sep)
-    locate = _Locator(label, first_line, None if first_line is None else Path(source))
-    cols = _columns_of(raw, label, first_line, layout, (user_col, item_col, rating_col, timestamp_col))
+        read = _read_file(Path(source), layout, sep, names, duplicates, id_type)
+        if isinstance(read, Ratings):
+            return read
+        raw, locate, header = read
+    cols = _columns_of(raw, locate, layout, names, header)
     if layout == "ml-latest":
         raw = raw.rename(columns=LAYOUTS["ml-latest"]["header"])
     columns = {
         "user": _id_column(_ids(raw[cols["user"]], cols["user"], id_type, locate)),
         "item": _id_column(_ids(raw[cols["item"]], cols["item"], id_type, locate)),
-        "rating": _numbers(raw[cols["rating"]], cols["rating"], locate).astype(np.float32),
+        "rating": _ratings(raw[cols["rating"]], cols["rating"], locate),
     }
     if "timestamp" in cols:
         columns["timestamp"] = _timestamps(raw[cols["timestamp"]], cols["timestamp"], locate)
     # arrays from a file are ours: no copy (25M rows: 700 MB less at the peak); a caller's DataFrame is copied
     frame = pd.DataFrame(columns, copy=isinstance(source, pd.DataFrame))
     frame, n_dup = _resolve_duplicates(frame, duplicates, locate)
-    return Ratings(frame, label, n_dup)
+    return Ratings(frame, locate.label, n_dup)
 
 
-def _columns_of(raw: pd.DataFrame, label: str, first_line: int | None, layout: str | None, names: tuple) -> dict[str, str]:
-    """``{"user": column, "item": ..., "rating": ...[, "timestamp": ...]}`` after the ml-latest renaming;
-    a missing column is a RatingsError listing the columns found (by their names in the file)."""
+def _read_file(path: Path, layout: str | None, sep: str | None, names: tuple, duplicates: Duplicates, id_type: IdType):
+    """Ratings straight from the fast path, or (raw frame, locator, (header line, header names))."""
+    label = str(path)
+    if not path.exists():
+        raise RatingsError(f"{label}: no such file")
+    if path.is_dir():
+        raise RatingsError(f"{label}: is a directory, expected a ratings file")
+    try:
+        with open(path, "rb") as fh:
+            parquet = fh.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
+        text = None if parquet or path.suffix.lower() in (".parquet", ".pq") else TextFile.of(path)
+    except OSError as exc:
+        raise RatingsError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
+    if text is None:
+        in_file = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()} if layout == "ml-latest" else {}
+        needed = [in_file.get(c, c) for c in names if c is not None]
+        raw = _read_parquet(path, needed=needed, optional=[in_file.get("timestamp", "timestamp")])
+        return raw, _Locator(label, None), (None, list(raw.columns))
+    file_sep = _file_sep(text, layout, sep)
+    fast = _read_text_fast(text, layout, sep, *names, id_type)
+    if fast is not None:
+        frame, first_line = fast
+        frame, n_dup = _resolve_duplicates(frame, duplicates, _Locator(label, first_line, text, file_sep))
+        return Ratings(frame, label, n_dup)
+    raw, first_line = _read_text(text, layout, sep)
+    header = (None, list(raw.columns)) if first_line == 1 else header_fields(text, file_sep) or (1, list(raw.columns))
+    return raw, _Locator(label, first_line, text, file_sep), header
+
+
+def _columns_of(raw: pd.DataFrame, locate: _Locator, layout: str | None, names: tuple, header: tuple) -> dict[str, str]:
+    """``{"user": column, "item": ..., "rating": ...[, "timestamp": ...]}`` after the ml-latest renaming.
+
+    A missing column is a RatingsError listing the columns found (by their names in the file), and
+    so is a column the input names twice. ``header``: (its line in a file or None, the names).
+    """
     user_col, item_col, rating_col, timestamp_col = names
     if timestamp_col is None and "timestamp" in raw.columns:
         timestamp_col = "timestamp"
@@ -161,12 +189,20 @@ def _columns_of(raw: pd.DataFrame, label: str, first_line: int | None, layout: s
     file_names = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()} if layout == "ml-latest" else {}
     present = {LAYOUTS["ml-latest"]["header"].get(c, c) if layout == "ml-latest" else c for c in raw.columns}
     if len(raw) == 0:
-        raise RatingsError(f"{label}: empty input, expected at least one rating")
+        raise RatingsError(f"{locate.label}: empty input, expected at least one rating")
+    line, header_names = header
+    where = locate.label if line is None else f"{locate.label}, line {line}"
     for name, col in wanted.items():
         if col not in present:
-            found = ", ".join(str(c) for c in raw.columns) or "none"
-            where = f"{label}, line 1" if first_line == 2 else label
+            found = ", ".join(c if isinstance(c, str) and c.isprintable() else repr(c) for c in raw.columns) or "none"
             raise RatingsError(f"{where}: missing {name} column {file_names.get(col, col)!r} (found columns: {found})")
+        at = [i for i, c in enumerate(header_names) if c == file_names.get(col, col)]
+        if len(at) > 1:
+            kind, numbers = ("fields", [i + 1 for i in at]) if line is not None else ("positions", at)
+            raise RatingsError(
+                f"{where}: {name} column {file_names.get(col, col)!r} appears {len(at)} times "
+                f"({kind} {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}); expected each column name once"
+            )
     return wanted
 
 
@@ -182,78 +218,29 @@ def _read_parquet(path: Path, needed: list[str] | None = None, optional: list[st
         columns = None
         if needed is not None:
             names = pq.read_schema(path).names
-            if set(needed) <= set(names):
+            if set(needed) <= set(names) and all(names.count(c) == 1 for c in needed):
                 columns = [c for c in names if c in set(needed) | set(optional)]
-        return pq.read_table(path, columns=columns).to_pandas(split_blocks=True, self_destruct=True)
+        # ParquetFile.read, unlike read_table, takes repeated column names (the check names them)
+        return pq.ParquetFile(path).read(columns=columns).to_pandas(split_blocks=True, self_destruct=True)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise RatingsError(f"{path}: not a readable parquet file ({exc})") from None
 
 
-def _sniff_sep(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.readline().decode("utf-8", errors="replace")
-    for candidate in ("\t", "::", ";", ","):
-        if candidate in head:
-            return candidate
-    return ","
+def _file_sep(text: TextFile, layout: str | None, sep: str | None) -> str:
+    """The separator as written in the file: the layout's, ``sep``, or guessed from the first line."""
+    if sep and any(c in sep for c in '\r\n"'):
+        raise ValueError(f"sep cannot hold a line break or a quote, got {sep!r}")
+    return LAYOUTS.get(layout or "", {}).get("sep", sep) or _sniff_sep(text)
 
 
-def _read_text(path: Path, layout: str | None, sep: str | None) -> tuple[pd.DataFrame, int]:
+def _read_text(path: Path | TextFile, layout: str | None, sep: str | None) -> tuple[pd.DataFrame, int]:
     """Read a delimited file with every field as a string. Returns (frame, line number of row 0)."""
-    spec = LAYOUTS.get(layout or "", {})
-    sep = spec.get("sep", sep) or _sniff_sep(path)
-    names = spec.get("names")
-    data: str | io.BytesIO | Path = path
-    if len(sep) > 1:
-        # pandas' fast C parser takes one-character separators only; ratings.dat holds numbers,
-        # so '::' can be swapped for a tab without changing any field or line number.
-        data = io.BytesIO(path.read_bytes().replace(sep.encode(), b"\t"))
-        sep = "\t"
-    try:
-        frame = pd.read_csv(
-            data,
-            sep=sep,
-            header=None if names else 0,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            engine="c",
-            skip_blank_lines=True,
-            encoding="utf-8",
-            encoding_errors="strict",
-        )
-    except pd.errors.EmptyDataError:
-        raise RatingsError(f"{path}: empty input, expected {'rows' if names else 'a header row'}") from None
-    except pd.errors.ParserError as exc:
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        if m:
-            want, line, saw = m.groups()
-            raise RatingsError(f"{path}, line {line}: expected {want} fields, found {saw}") from None
-        raise RatingsError(f"{path}: cannot parse ({exc})") from None
-    except UnicodeDecodeError as exc:
-        # pandas decodes in chunks, so exc.start is an offset into a chunk: find the real place
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as real:
-            line = raw.count(b"\n", 0, real.start) + 1
-            raise RatingsError(f"{path}, line {line}: not UTF-8 text ({real.reason} at byte {real.start})") from None
-        raise RatingsError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    first_line = 1 if names else 2
-    if not isinstance(frame.index, pd.RangeIndex):
-        # pandas silently turns extra leading fields into an index when every data line has
-        # more fields than the header (or names); that would shift every column
-        want, found = len(frame.columns), len(frame.columns) + frame.index.nlevels
-        line = _line_number(path, 0, first_line)
-        raise RatingsError(f"{path}, line {line}: expected {want} fields, found {found}")
-    # (short lines cannot be told apart from empty fields here: pandas fills them with "",
-    # so they fail later as a missing ID or a non-numeric value on the right line and column)
-    return frame, first_line
+    text = TextFile.of(path)
+    return read_delimited(text, _file_sep(text, layout, sep), LAYOUTS.get(layout or "", {}).get("names"))
 
 
 def _read_text_fast(
-    path: Path,
+    path: Path | TextFile,
     layout: str | None,
     sep: str | None,
     user_col: str,
@@ -266,50 +253,44 @@ def _read_text_fast(
 
     Returns the typed ``user, item, rating[, timestamp]`` frame (before duplicate handling) and
     the line number of its first row, or None whenever anything is unusual (a parse error, a
-    missing column, a missing or non-canonical ID where ints are required, a non-finite number,
-    a byte-order mark, no rows...). :func:`read_ratings` then takes the careful pandas path,
-    which gives the same frame for every file this function accepts and the precise error
-    (file, line, column) for the rest. IDs are read dictionary-encoded, so the type rule
-    (canonical integers -> int, else str) is decided on the distinct values, with the same
-    regular expression; numbers go through float64 exactly as the careful path's.
+    missing or repeated column, a missing or non-canonical ID where ints are required, a
+    non-finite number, a rating beyond float32, a timestamp beyond int64, a byte-order mark, a NUL
+    byte, no rows...). :func:`read_ratings` then takes the careful pandas path, which gives the
+    same frame for every file this function accepts and the precise error (file, line, column) for
+    the rest. IDs are read dictionary-encoded, so the type rule (canonical integers -> int, else
+    str) is decided on the distinct values, with the same regular expression; numbers go through
+    float64 exactly as the careful path's.
     """
     try:
         import pyarrow as pa
         import pyarrow.csv as pacsv
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return None
-    spec = LAYOUTS.get(layout or "", {})
-    sep = spec.get("sep", sep) or _sniff_sep(path)
-    names = spec.get("names")
-    source: Path | io.BytesIO = path
-    file_sep = sep
-    if len(sep) > 1:  # as in _read_text: ratings.dat holds numbers, so '::' can become a tab
-        source = io.BytesIO(path.read_bytes().replace(sep.encode(), b"\t"))
-        sep = "\t"
-    header = names if names is not None else _header_of(path, file_sep, sep)
-    if header is None:
+    text = TextFile.of(path)
+    if text.find(b"\x00") >= 0:
         return None
-    if len(set(header)) != len(header):
+    sep = file_sep = _file_sep(text, layout, sep)
+    names = LAYOUTS.get(layout or "", {}).get("names")
+    parsed = text
+    if len(sep.encode()) > 1:  # as in _read_text: ratings.dat holds numbers, so '::' can become a tab
+        parsed, sep = TextFile(text.path, text.read_bytes().replace(sep.encode(), b"\t")), "\t"
+    quoted = text.find(b'"') >= 0  # then a value may hold a newline; without quotes blocks split faster
+    if quoted and not quotes_are_plain(parsed, sep):
+        return None  # odd quoting (a quote left open, text after a closing quote...): pandas decides
+    header = names if names is not None else header_of(text, file_sep, sep)
+    wanted = _fast_wanted(header, layout, (user_col, item_col, rating_col, timestamp_col))
+    if wanted is None:
         return None
     if layout is not None:
-        user_col, item_col, rating_col, timestamp_col, id_type = "user", "item", "rating", "timestamp", "int"
-    if timestamp_col is None and "timestamp" in header:
-        timestamp_col = "timestamp"
-    wanted = {"user": user_col, "item": item_col, "rating": rating_col}
-    if timestamp_col is not None:
-        wanted["timestamp"] = timestamp_col
-    if layout == "ml-latest":
-        in_file = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()}
-        wanted = {std: in_file.get(col, col) for std, col in wanted.items()}
-    if len(set(wanted.values())) != len(wanted) or not set(wanted.values()) <= set(header):
-        return None
+        id_type = "int"
     ids = pa.dictionary(pa.int32(), pa.string())
+    source = pa.input_stream(str(parsed.path), compression=None) if parsed.data is None else pa.BufferReader(parsed.data)
     try:
         table = pacsv.read_csv(
             source,
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=True, block_size=16 << 20),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=True, block_size=_BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(
-                delimiter=sep, quote_char='"', double_quote=True, newlines_in_values=False, ignore_empty_lines=True
+                delimiter=sep, quote_char='"', double_quote=True, newlines_in_values=quoted, ignore_empty_lines=True
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={col: ids if std in ("user", "item") else pa.float64() for std, col in wanted.items()},
@@ -323,23 +304,30 @@ def _read_text_fast(
         table = table.unify_dictionaries()
     except Exception:  # pyarrow raises several types (ArrowInvalid, ArrowKeyError, ...) for odd files
         return None
+    finally:
+        source.close()
     if table.num_rows == 0 or table.column_names != list(wanted.values()):
         return None
     columns = _arrow_columns(table, wanted, id_type)
     return None if columns is None else (pd.DataFrame(columns, copy=False), 1 if names else 2)
 
 
-def _header_of(path: Path, file_sep: str, sep: str) -> list[str] | None:
-    """The header row's fields, or None when it has a byte-order mark or does not decode (pandas' turn)."""
-    with open(path, "rb") as fh:
-        head = fh.readline()
-    if head.startswith(b"\xef\xbb\xbf"):  # a byte-order mark: leave it to pandas
+def _fast_wanted(header: list[str] | None, layout: str | None, names: tuple) -> dict[str, str] | None:
+    """``{"user": column in the file, ...}`` for the fast path; None when a column is missing or repeated."""
+    if header is None or len(set(header)) != len(header):
         return None
-    try:
-        line = head.decode("utf-8").rstrip("\r\n").replace(file_sep, sep)
-        return next(csv.reader([line], delimiter=sep))
-    except (UnicodeDecodeError, csv.Error, StopIteration):
+    user_col, item_col, rating_col, timestamp_col = ("user", "item", "rating", "timestamp") if layout is not None else names
+    if timestamp_col is None and "timestamp" in header:
+        timestamp_col = "timestamp"
+    wanted = {"user": user_col, "item": item_col, "rating": rating_col}
+    if timestamp_col is not None:
+        wanted["timestamp"] = timestamp_col
+    if layout == "ml-latest":
+        in_file = {v: k for k, v in LAYOUTS["ml-latest"]["header"].items()}
+        wanted = {std: in_file.get(col, col) for std, col in wanted.items()}
+    if len(set(wanted.values())) != len(wanted) or not set(wanted.values()) <= set(header):
         return None
+    return wanted
 
 
 def _arrow_columns(table, wanted: dict[str, str], id_type: IdType) -> dict[str, np.ndarray] | None:
@@ -359,7 +347,15 @@ def _arrow_columns(table, wanted: dict[str, str], id_type: IdType) -> dict[str, 
             values = chunked.to_numpy()
             if not np.isfinite(values).all():
                 return None
-            columns[std] = values.astype(np.float32 if std == "rating" else np.int64)
+            if std == "rating":
+                with np.errstate(over="ignore"):
+                    columns[std] = values.astype(np.float32)
+                if np.isinf(columns[std]).any():  # beyond float32: the careful path names it
+                    return None
+            elif not (np.abs(values) < 2.0**63).all():  # beyond int64 seconds
+                return None
+            else:
+                columns[std] = values.astype(np.int64)
         del chunked, values
     return columns
 
@@ -378,8 +374,10 @@ def _fast_ids(chunked, id_type: IdType) -> np.ndarray | None:
     if any(not v.strip() for v in distinct):
         return None
     if id_type != "str" and all(_CANONICAL_INT.fullmatch(v) for v in distinct):
+        if any(len(v) > 20 for v in distinct):  # surely beyond int64 (and int() of a huge one is slow)
+            return None
         ints = [int(v) for v in distinct]
-        if any(not -(2**63) <= v < 2**63 for v in ints):
+        if any(not _INT64_MIN <= v < 2**63 for v in ints):
             return None
         return np.array(ints, dtype=np.int64)[codes]
     if id_type == "int":
@@ -389,44 +387,7 @@ def _fast_ids(chunked, id_type: IdType) -> np.ndarray | None:
     return values[codes]
 
 
-def _line_number(path: Path, row: int, first_line: int) -> int:
-    """Physical line number (1-based) of data row ``row``, skipping blank lines as pandas does."""
-    want = row + first_line - 1  # index of the row among the non-blank lines
-    seen = -1
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip(b" \r\n"):
-                seen += 1
-                if seen == want:
-                    return number
-    return row + first_line
-
-
 # --- validation ----------------------------------------------------------------
-
-
-@dataclass
-class _Locator:
-    """Turns a row position into 'file, line N' (text) or 'DataFrame, row N' (tables)."""
-
-    label: str
-    first_line: int | None
-    path: Path | None = None
-
-    def where(self, row: int) -> str:
-        if self.first_line is None:
-            return f"{self.label}, row {row}"
-        if self.path is None:
-            return f"{self.label}, line {row + self.first_line}"
-        return f"{self.label}, line {_line_number(self.path, row, self.first_line)}"
-
-    def at(self, row: int, col: str) -> str:
-        return f"{self.where(row)}, column {col!r}"
-
-
-def _show(value) -> str:
-    """repr of a value as the user wrote it (numpy scalars as plain Python values)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _id_column(arr: np.ndarray) -> np.ndarray | pd.Series:
@@ -439,13 +400,7 @@ def _first(mask: np.ndarray) -> int:
 
 
 def _ids(col: pd.Series, name: str, id_type: IdType, locate: _Locator) -> np.ndarray:
-    values = col.to_numpy()
-    if values.dtype == object or pd.api.types.is_string_dtype(col.dtype):
-        missing = col.isna().to_numpy() | (col.astype(str).str.strip() == "").to_numpy()
-    elif pd.api.types.is_float_dtype(col.dtype):
-        missing = ~np.isfinite(values)
-    else:
-        missing = col.isna().to_numpy()
+    missing = _missing_ids(col, name, locate)
     if missing.any():
         row = _first(missing)
         raise RatingsError(f"{locate.at(row, name)}: missing ID")
@@ -455,17 +410,17 @@ def _ids(col: pd.Series, name: str, id_type: IdType, locate: _Locator) -> np.nda
         canonical = col.str.fullmatch(_CANONICAL_INT.pattern).to_numpy(dtype=bool)
         if id_type == "int" and not canonical.all():
             row = _first(~canonical)
-            raise RatingsError(f"{locate.at(row, name)}: expected an integer ID, found {col.iloc[row]!r}")
+            raise RatingsError(f"{locate.at(row, name)}: expected an integer ID, found {show(col.iloc[row])}")
         if canonical.all():
             digits = col.str.lstrip("-").str.len().to_numpy()
-            big = digits >= 19  # int64 has 19 digits; check those exactly
+            big = digits >= 19  # int64 has 19 digits; check those exactly (and never int() a huge one)
             if big.any():
-                too_big = np.array([not -(2**63) <= int(v) < 2**63 for v in col[big]])
+                too_big = np.array([len(v) > 20 or not _INT64_MIN <= int(v) < 2**63 for v in col[big]])
                 if too_big.any():
                     row = int(np.flatnonzero(big)[np.argmax(too_big)])
+                    value = col.iloc[row] if len(col.iloc[row]) <= 40 else f"{col.iloc[row][:20]}... ({len(col.iloc[row])} characters)"
                     raise RatingsError(
-                        f"{locate.at(row, name)}: integer ID {col.iloc[row]} does not fit in int64 "
-                        "(pass id_type='str' to keep IDs as strings)"
+                        f"{locate.at(row, name)}: integer ID {value} does not fit in int64 (pass id_type='str' to keep IDs as strings)"
                     )
             return col.astype(np.int64).to_numpy()
         return col.to_numpy(dtype=object)
@@ -480,25 +435,109 @@ def _ids(col: pd.Series, name: str, id_type: IdType, locate: _Locator) -> np.nda
     return arr
 
 
+def _missing_ids(col: pd.Series, name: str, locate: _Locator) -> np.ndarray:
+    """Rows whose ID is missing (NA, NaN, blank text); RatingsError for text that is not valid Unicode."""
+    if pd.api.types.is_float_dtype(col.dtype):
+        return ~np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
+    arrow = isinstance(col.dtype, pd.ArrowDtype) or (isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow")
+    if arrow and pd.api.types.is_string_dtype(col.dtype):  # UTF-8 by construction
+        return col.isna().to_numpy() | (col.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+    values = col.to_numpy()  # categories, Python strings: objects
+    if values.dtype != object:
+        return col.isna().to_numpy()
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:  # one pass in C: Python str to UTF-8, which refuses lone surrogates
+        text = pa.array(values, type=pa.string(), from_pandas=True)
+    except UnicodeEncodeError:
+        for row, value in enumerate(values):
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise RatingsError(
+                        f"{locate.at(row, name)}: ID {show(value)} holds a lone surrogate (U+{ord(value[exc.start]):04X}) "
+                        f"at character {exc.start}; expected text that can be written as UTF-8"
+                    ) from None
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: id_type_of names the types
+        return pd.isna(values)
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0)
+    return pc.or_kleene(pc.is_null(text), blank).to_numpy(zero_copy_only=False)
+
+
 def _numbers(col: pd.Series, name: str, locate: _Locator) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+    """The column as finite float64; RatingsError naming the first value that is not a finite number."""
+    dtype = col.dtype
+    if dtype.kind in "bcmM" or isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype):
+        raise RatingsError(f"{locate.at(0, name)}: expected a finite number, found {show(col.iloc[0])} (the column holds {dtype} values)")
+    if pd.api.types.is_numeric_dtype(dtype):
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        try:
+            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (OverflowError, TypeError, ValueError):  # e.g. a Python int beyond float64
+            values = np.array([_float_or_nan(v) for v in col], dtype=np.float64)
     bad = ~np.isfinite(values)
+    if pd.api.types.is_object_dtype(dtype):  # True and False among Python objects are no numbers either
+        bad |= np.fromiter((isinstance(v, bool | np.bool_) for v in col.to_numpy()), bool, len(col))
     if bad.any():
         row = _first(bad)
-        raise RatingsError(f"{locate.at(row, name)}: expected a finite number, found {_show(col.iloc[row])}")
+        raise RatingsError(f"{locate.at(row, name)}: expected a finite number, found {show(col.iloc[row])}")
     return values
 
 
+def _float_or_nan(value) -> float:
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return np.nan
+
+
+def _ratings(col: pd.Series, name: str, locate: _Locator) -> np.ndarray:
+    """The column as float32; RatingsError for a value that is not finite or beyond float32's range."""
+    values = _numbers(col, name, locate)
+    with np.errstate(over="ignore"):
+        ratings = values.astype(np.float32)
+    beyond = np.isinf(ratings)
+    if beyond.any():
+        row = _first(beyond)
+        raise RatingsError(
+            f"{locate.at(row, name)}: expected a finite number within float32's range (±{_FLOAT32_MAX:.8g}), found {show(col.iloc[row])}"
+        )
+    return ratings
+
+
 def _timestamps(col: pd.Series, name: str, locate: _Locator) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+    """Unix seconds as int64 from numbers (truncated toward zero) or datetimes (naive ones read as UTC)."""
+    if col.dtype.kind in "bcm" or isinstance(col.dtype, pd.PeriodDtype | pd.IntervalDtype):
+        raise RatingsError(
+            f"{locate.at(0, name)}: expected unix seconds or datetimes, found {show(col.iloc[0])} (the column holds {col.dtype} values)"
+        )
+    if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("datetime", "date"):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):  # else the number check names the value
+            col = pd.to_datetime(col, utc=True)  # Python datetimes, perhaps in several time zones
+    if col.dtype.kind == "M":  # numpy, timezone-aware or arrow datetimes
+        if col.dt.tz is not None:  # the same instants, in UTC
+            col = col.dt.tz_convert("UTC").dt.tz_localize(None)
         if col.isna().any():
             row = _first(col.isna().to_numpy())
             raise RatingsError(f"{locate.at(row, name)}: expected a timestamp, found a missing value")
         return (col.astype("datetime64[s]").astype(np.int64)).to_numpy()
-    values = _numbers(col, name, locate)
+    if col.dtype.kind in "iu" and not col.hasnans:  # integers stay exact
+        values = col.to_numpy(dtype=np.uint64 if col.dtype.kind == "u" else np.int64)
+        beyond = values > 2**63 - 1 if col.dtype.kind == "u" else values == _INT64_MIN
+        values = values.astype(np.int64)
+    else:
+        values = _numbers(col, name, locate)
+        beyond = ~(np.abs(values) < 2.0**63)
+    if beyond.any():
+        row = _first(beyond)
+        raise RatingsError(
+            f"{locate.at(row, name)}: expected a timestamp in unix seconds within int64's range "
+            f"(|t| < 9.22e18), found {show(col.iloc[row])}"
+        )
     return values.astype(np.int64)
 
 
@@ -534,9 +573,9 @@ def _resolve_duplicates(frame: pd.DataFrame, how: Duplicates, locate: _Locator) 
         pair = (frame["user"].iloc[row], frame["item"].iloc[row])
         earlier = _first((frame["user"] == pair[0]).to_numpy() & (frame["item"] == pair[1]).to_numpy())
         pair = tuple(v.item() if isinstance(v, np.generic) else v for v in pair)
+        here, first = locate.places([row, earlier])  # one pass over a file for both
         raise RatingsError(
-            f"{locate.where(row)}: duplicate (user, item) pair {pair!r}, first at "
-            f"{locate.where(earlier).removeprefix(locate.label + ', ')}; "
+            f"{locate.label}, {here}: duplicate (user, item) pair {pair!r}, first at {first}; "
             f"{n_dup} duplicate row(s) in all (use duplicates='last' or 'mean')"
         )
     if how == "last":

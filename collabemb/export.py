@@ -35,6 +35,7 @@ from collabemb.atomic import atomic_dir, atomic_file
 from collabemb.fitted import FittedModel
 from collabemb.models import EmbeddingDotBias, Table, check_table
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, IdType, id_type_of
+from collabemb.schema import EXPORT_IDS, REGISTRY_MAX_BYTES, read_json
 
 Format = Literal["parquet", "csv", "npy", "projector"]
 
@@ -359,13 +360,13 @@ def _write_npy_dir(frame: pd.DataFrame, table: Table, reg: IdRegistry, unknown_r
 
 
 def _read_npy_dir(path: Path) -> pd.DataFrame:
-    with open(path / "ids.json", encoding="utf-8") as fh:
-        doc = json.load(fh)
+    doc = read_json(path / "ids.json", EXPORT_IDS, max_bytes=REGISTRY_MAX_BYTES)
     id_type = doc.get("id_type", doc.get("kind"))  # "kind" in exports written before the rename
-    if doc.get("format") != IDS_FORMAT or id_type not in ("int", "str") or doc.get("name") not in ("user", "item"):
-        raise ValueError(f"{path / 'ids.json'}: not a collabemb ID file (format {doc.get('format')!r})")
-    matrix = np.load(path / "vectors.npy", allow_pickle=False)
-    bias = np.load(path / "bias.npy", allow_pickle=False)
+    if id_type is None:
+        raise ValueError(f"{path / 'ids.json'}: key 'id_type': required key is missing")
+    # memory-mapped first: a header that claims more than the file holds is refused, not allocated
+    matrix = np.array(np.load(path / "vectors.npy", allow_pickle=False, mmap_mode="r"))
+    bias = np.array(np.load(path / "bias.npy", allow_pickle=False, mmap_mode="r"))
     ids, name = doc["ids"], doc["name"]
     if not (matrix.ndim == 2 and bias.shape == (len(ids),) and matrix.shape[0] == len(ids)):
         raise ValueError(f"{path}: vectors.npy {matrix.shape}, bias.npy {bias.shape} and {len(ids)} IDs do not line up")

@@ -13,9 +13,8 @@ An approximate (HNSW or IVF) recommend part is searched by L2 after the exact MI
 (see :class:`Part`). A part keeps a running checksum of the table rows it was built from, so a
 model whose vectors changed after the build is caught (:class:`StaleIndexError`).
 
-Bytes go through ``faiss.serialize_index`` / ``faiss.deserialize_index``; :meth:`Part.from_bytes`
-checks them against the model (registry fingerprint, vector checksum, type, metric, dimension,
-size) before they are searched.
+Bytes go through ``faiss.serialize_index`` (:meth:`Part.to_bytes`); :mod:`collabemb.faiss_files`
+stores them and checks what it reads back against the model before it is searched.
 """
 
 from __future__ import annotations
@@ -33,12 +32,11 @@ import numpy as np
 from collabemb.artifact import ArtifactError
 from collabemb.models import EmbeddingDotBias
 from collabemb.registry import UNKNOWN_ROW
+from collabemb.schema import INDEX_PARAMS, INDEX_TYPES, METRICS, check_arguments
 
 IndexType = Literal["exact", "hnsw", "ivf"]
 Metric = Literal["cosine", "dot"]
 
-INDEX_TYPES: tuple[str, ...] = ("exact", "hnsw", "ivf")
-METRICS: tuple[str, ...] = ("cosine", "dot")
 #: The parts an index may hold, and which table each one searches.
 PARTS: dict[str, str] = {"items": "item", "users": "user", "recommend": "item"}
 #: Parts with at most this many vectors get ``index_type="exact"`` by default, larger ones ``"hnsw"``.
@@ -100,12 +98,8 @@ class IndexSettings:
             raise ValueError(f"index_type must be one of {', '.join(INDEX_TYPES)} (or None for a default by size), got {self.index_type!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be 'cosine' or 'dot', got {self.metric!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("nlist", "nprobe", "threads"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
+        # the ranges an artifact's index entry may hold, so whatever is built can be stored and read back
+        check_arguments({k: v for k, v in asdict(self).items() if k != "metric"}, INDEX_PARAMS)
 
     def params(self) -> dict:
         """The build and search settings an artifact records (all but ``metric`` and ``threads``)."""
@@ -130,9 +124,10 @@ class Part:
     name: str
     index_type: str
     index: Any  # faiss.Index
-    checksum: Any  # running hashlib object over the table rows [weight, bias] it holds
+    checksum: Any  # running hashlib object over the table rows [weight, bias] it holds; None: see built_from
     settings: IndexSettings
     max_norm2: float | None = None
+    built_from: str | None = None  # the checksum an artifact recorded, when ``checksum`` is not computed yet
 
     @property
     def table(self) -> str:
@@ -155,8 +150,8 @@ class Part:
         weights, biases = module.tables(table)
         index_type = settings.index_type_for(n)
         max_norm2 = _lift_norm2(weights, biases) if name == "recommend" and index_type != "exact" else None
-        dim = _part_dim(name, module.n_factors, max_norm2 is not None)
-        part = cls(name, index_type, None, _new_checksum(), settings, max_norm2)
+        dim = part_dim(name, module.n_factors, max_norm2 is not None)
+        part = cls(name, index_type, None, new_checksum(), settings, max_norm2)
         with _faiss_threads(settings.threads):
             part.index = _empty_index(index_type, dim, max_norm2 is not None, settings, n)
             if index_type == "ivf":
@@ -166,7 +161,7 @@ class Part:
             for start in range(1, n + 1, 4 * _CHUNK):
                 stop = min(start + 4 * _CHUNK, n + 1)
                 part.index.add(part.faiss_input(weights, biases, np.arange(start, stop)))
-                _update_checksum(part.checksum, weights, biases, start, stop)
+                update_checksum(part.checksum, weights, biases, start, stop)
         return part
 
     def faiss_input(self, weights: np.ndarray, biases: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -213,6 +208,7 @@ class Part:
         lifted norm of an approximate recommend part allows for (the reduction would be wrong).
         """
         rows = np.sort(np.asarray(rows, dtype=np.int64))  # append_rows returns them in the order of the IDs given
+        checksum = self.running_checksum(module)
         start = int(self.index.ntotal) + 1
         if not np.array_equal(rows, np.arange(start, start + len(rows))):
             raise StaleIndexError(
@@ -228,8 +224,23 @@ class Part:
                 return Part.build(self.name, module, self.settings)
         with _faiss_threads(self.settings.threads):
             self.index.add(self.faiss_input(weights, biases, rows))
-        _update_checksum(self.checksum, weights, biases, start, start + len(rows))
+        update_checksum(checksum, weights, biases, start, start + len(rows))
         return self
+
+    def running_checksum(self, module: EmbeddingDotBias):
+        """The checksum of the rows this part holds. A part read from a verified artifact computes it
+        only now, from the module's rows, and refuses them if they differ from what was recorded."""
+        if self.checksum is None:
+            h = new_checksum()
+            weights, biases = module.tables(self.table)
+            update_checksum(h, weights, biases, 1, int(self.index.ntotal) + 1)
+            if h.hexdigest() != self.built_from:
+                raise StaleIndexError(
+                    f"the model's {self.table} vectors changed after its {self.name!r} index was loaded; "
+                    f"rebuild it (collabemb.build_index(fitted)) or drop it (fitted.index = None)"
+                )
+            self.checksum = h
+        return self.checksum
 
     # --- search ---------------------------------------------------------------------------------
     def search(
@@ -338,7 +349,7 @@ class Part:
         ``table_sum`` is :func:`table_checksum` of the module's table, ``fingerprint`` its registry's.
         """
         self.check_fresh(module)
-        if self.checksum.hexdigest() != table_sum:
+        if self.running_checksum(module).hexdigest() != table_sum:
             raise StaleIndexError(
                 f"the model's {self.table} vectors changed after its {self.name!r} index was built; "
                 f"rebuild it (collabemb.build_index(fitted)) or drop it (fitted.index = None) before saving"
@@ -352,104 +363,11 @@ class Part:
             "max_norm2": self.max_norm2,
         }
 
-    @classmethod
-    def from_bytes(
-        cls, name: str, entry: dict, data: np.ndarray, module: EmbeddingDotBias, settings: IndexSettings, *, file: str, hasher
-    ) -> Part:
-        """A part read back from :meth:`to_bytes` and its :meth:`entry`, checked against ``module``.
-
-        ``hasher`` is a checksum (:func:`new_checksum`) fed with the module's whole table; errors
-        name ``file``. Raises :class:`StaleIndexError` for an index built from another registry,
-        other vectors or another size, :class:`~collabemb.artifact.ArtifactError` for bytes
-        that are not the FAISS index the entry describes.
-        """
-        import faiss
-
-        if name not in PARTS:
-            raise ArtifactError(f"{file}: unknown index part {name!r}; expected one of {', '.join(PARTS)}")
-        if not isinstance(entry, dict):
-            raise ArtifactError(f"{file}: bad index entry for part {name!r} (not an object)")
-        table = PARTS[name]
-        registry = module.registry(table)
-        fingerprint = registry.fingerprint()
-        if entry.get("registry_fingerprint") != fingerprint:
-            raise StaleIndexError(
-                f"{file}: built for another {table} registry (fingerprint {entry.get('registry_fingerprint')}, "
-                f"this model's is {fingerprint}); the index is stale or was copied from another artifact: "
-                f"rebuild it with collabemb.build_index(fitted)"
-            )
-        if entry.get("vector_checksum") != hasher.hexdigest():
-            raise StaleIndexError(
-                f"{file}: built from other {table} vectors than this model's (checksum differs); the index is stale "
-                f"or was copied from another artifact: rebuild it with collabemb.build_index(fitted)"
-            )
-        if data is None:
-            raise ArtifactError(f"{file}: missing")
-        if entry.get("file_checksum") is not None and entry["file_checksum"] != bytes_checksum(data):
-            raise StaleIndexError(
-                f"{file}: not the bytes config.json describes (checksum differs); the file was replaced or copied from "
-                f"another artifact: rebuild it with collabemb.build_index(fitted)"
-            )
-        try:
-            index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
-        except RuntimeError as exc:
-            raise ArtifactError(f"{file}: unreadable FAISS index ({str(exc).splitlines()[0]})") from None
-        index_type = entry.get("index_type", entry.get("kind"))  # "kind" in indexes stored before 0.2
-        max_norm2 = entry.get("max_norm2")
-        _check_faiss(index, name, index_type, max_norm2, file)
-        dim = _part_dim(name, module.n_factors, max_norm2 is not None)
-        if index.d != dim or index.ntotal != len(registry):
-            raise StaleIndexError(
-                f"{file}: holds {index.ntotal} vectors of dimension {index.d}, expected {len(registry)} "
-                f"of dimension {dim}: rebuild it with collabemb.build_index(fitted)"
-            )
-        return cls(name, index_type, index, hasher.copy(), settings, max_norm2)
-
-
-# --- several parts as files -------------------------------------------------------------------
-
-
-def _file_name(part: str) -> str:
-    """The file a part's bytes are stored under: ``index-{part}.faiss``."""
-    return f"index-{part}.faiss"
-
-
-def parts_to_files(parts: dict[str, Part], module: EmbeddingDotBias) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """``({part: entry}, {file name: (n,) uint8 bytes})`` of built parts; refuses stale ones."""
-    entries: dict[str, dict] = {}
-    files: dict[str, np.ndarray] = {}
-    sums: dict[str, str] = {}
-    for name, part in parts.items():
-        table = part.table
-        if table not in sums:
-            sums[table] = _table_checksum(module, table)
-        data = part.to_bytes()
-        entries[name] = {**part.entry(module, sums[table], module.registry(table).fingerprint()), "file_checksum": bytes_checksum(data)}
-        files[_file_name(name)] = data
-    return entries, files
-
-
-def parts_from_files(entries: dict, files: dict[str, np.ndarray], module: EmbeddingDotBias, settings: IndexSettings) -> dict[str, Part]:
-    """The parts :func:`parts_to_files` stored, each checked against ``module`` (:meth:`Part.from_bytes`)."""
-    if not isinstance(entries, dict):
-        raise ArtifactError("config.json: bad index entry ('parts' is not an object)")
-    hashers: dict[str, Any] = {}  # per table: the checksum of the model's rows, computed once
-    parts: dict[str, Part] = {}
-    for name, entry in entries.items():
-        file = _file_name(name)
-        if name not in PARTS:
-            raise ArtifactError(f"{file}: unknown index part {name!r}; expected one of {', '.join(PARTS)}")
-        table = PARTS[name]
-        if table not in hashers:
-            hashers[table] = _table_hasher(module, table)
-        parts[name] = Part.from_bytes(name, entry, files.get(file), module, settings, file=file, hasher=hashers[table])
-    return parts
-
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _part_dim(name: str, n_factors: int, lifted: bool) -> int:
+def part_dim(name: str, n_factors: int, lifted: bool) -> int:
     """Dimension of a part's vectors: k, or k + 1 (bias) for recommend, + 1 more when lifted."""
     return n_factors + (0 if name != "recommend" else 2 if lifted else 1)
 
@@ -460,32 +378,16 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x, dtype=np.float32), where=norms > 0).astype(np.float32, copy=False)
 
 
-def _new_checksum():
+def new_checksum():
+    """The running checksum of a part's rows (BLAKE2b, 16 bytes)."""
     return hashlib.blake2b(digest_size=16)
 
 
-def _update_checksum(h, weights: np.ndarray, biases: np.ndarray, start: int, stop: int) -> None:
+def update_checksum(h, weights: np.ndarray, biases: np.ndarray, start: int, stop: int) -> None:
     """Feed table rows ``start..stop-1`` as float32 ``[weight, bias]`` rows, in order, to ``h``."""
     for s in range(start, stop, _CHUNK):
         e = min(s + _CHUNK, stop)
         h.update(np.ascontiguousarray(np.hstack([weights[s:e], biases[s:e, None]]), dtype=np.float32))
-
-
-def bytes_checksum(data: np.ndarray) -> str:
-    """Hex checksum of a stored part's bytes (recorded beside them, so a swapped file is caught)."""
-    return hashlib.blake2b(np.ascontiguousarray(data, dtype=np.uint8), digest_size=16).hexdigest()
-
-
-def _table_hasher(module: EmbeddingDotBias, table: str):
-    """A checksum fed with rows 1..n of one table (what a fresh part over it would hold)."""
-    h = _new_checksum()
-    weights, biases = module.tables(table)
-    _update_checksum(h, weights, biases, 1, len(module.registry(table)) + 1)
-    return h
-
-
-def _table_checksum(module: EmbeddingDotBias, table: str) -> str:
-    return _table_hasher(module, table).hexdigest()
 
 
 @contextlib.contextmanager
@@ -534,21 +436,6 @@ def _empty_index(index_type: str, dim: int, lifted: bool, settings: IndexSetting
     return index
 
 
-def _check_faiss(index, name: str, index_type, max_norm2, file: str) -> None:
-    """Refuse a deserialised index whose type or metric is not what the entry says."""
-    import faiss
-
-    expected_type = {"exact": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}.get(index_type)
-    if expected_type is None or not isinstance(index, expected_type):
-        raise ArtifactError(f"{file}: a {type(index).__name__}, expected index_type {index_type!r}")
-    lifted = name == "recommend" and index_type != "exact"
-    if lifted != isinstance(max_norm2, float):
-        raise ArtifactError(f"{file}: max_norm2 {max_norm2!r} does not fit a {index_type} {name!r} index")
-    metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
-    if index.metric_type != metric:
-        raise ArtifactError(f"{file}: FAISS metric {index.metric_type}, expected {'L2' if lifted else 'inner product'}")
-
-
 def _groups(pending: np.ndarray, fetch: np.ndarray, effort: np.ndarray) -> list[tuple[int, int]]:
     """The distinct (fetch, effort) pairs of the pending queries."""
     if len(pending) == 1:  # the single-query path, without np.unique
@@ -577,4 +464,4 @@ class _Exclusions:
         return bad
 
 
-__all__ = ["INDEX_TYPES", "PARTS", "IndexSettings", "Part", "StaleIndexError", "bytes_checksum", "parts_from_files", "parts_to_files"]
+__all__ = ["INDEX_TYPES", "PARTS", "IndexSettings", "Part", "StaleIndexError"]

@@ -103,10 +103,15 @@ class IndexSnapshot(Protocol):
 
 @dataclass(frozen=True)
 class StoredIndex:
-    """An index as read from an artifact: its config entry and file bytes, not yet deserialised."""
+    """An index as read from an artifact: its config entry and file bytes, not yet deserialised.
+
+    ``verified``: ``{file name: SHA-256}`` of the index files and the tensors file as the
+    artifact's manifest verified them; None when the artifact had no manifest.
+    """
 
     config: dict
     files: dict[str, np.ndarray]
+    verified: dict[str, str] | None = None
 
     def to_files(self) -> tuple[dict, dict[str, np.ndarray]]:
         return self.config, self.files

@@ -4,8 +4,8 @@ FAISS does the search (:mod:`collabemb.faiss_parts` holds one FAISS index per ta
 makes it correct and easy to use:
 
 * **Raw IDs in, raw IDs out**, through the model's registries. IDs are never coerced: a query, an
-  ``exclude=`` list or ``seen=`` pairs of the other ID type than the registry's raise
-  ``TypeError`` (``"7"`` is not ``7``); unseen IDs of the right type in ``exclude=`` are ignored.
+  ``exclude=`` list or ``seen=`` pairs of the other ID type raise ``TypeError`` (``"7"`` is not
+  ``7``; a ``seen=`` file is read by :mod:`collabemb.inputs`' rule); unseen ``exclude=`` IDs are ignored.
 * **Metrics said out loud.** ``metric="cosine"`` searches L2-normalised vectors (a zero vector
   scores 0 against everything), ``metric="dot"`` the raw vectors.
 * **Recommendations in the model's own order.** The predicted rating
@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,8 @@ import torch
 from scipy.special import expit
 
 from collabemb.artifact import ArtifactError
-from collabemb.data import Ratings, read_ratings
+from collabemb.data import Ratings
+from collabemb.faiss_files import parts_from_files, parts_to_files
 from collabemb.faiss_parts import (
     EXACT_MAX_DEFAULT,
     HNSW_EF_CONSTRUCTION,
@@ -53,13 +53,13 @@ from collabemb.faiss_parts import (
     Metric,
     Part,
     StaleIndexError,
-    parts_from_files,
-    parts_to_files,
 )
 from collabemb.fitted import FittedModel, ModelIdentity, StoredIndex
+from collabemb.inputs import read_ratings_for
 from collabemb.interactions import SeenItems
 from collabemb.models import EmbeddingDotBias, Table, check_table
 from collabemb.registry import UNKNOWN_CHOICES, UNKNOWN_ROW, IdRegistry, Unknown, UnknownIdError, id_type_of
+from collabemb.settings import check_k
 
 
 class SimilarityIndex:
@@ -250,7 +250,7 @@ class SimilarityIndex:
             ``"unknown_slot"``), then the item metadata columns, if any. For a model with
             ``y_range=None`` (implicit feedback) the score is ``<p_u, q_i> + b_u + b_i``.
         """
-        module = self.fitted.module
+        module, k = self.fitted.module, check_k(k)
         if users is None:
             query_ids, rows = np.array([None], dtype=object), np.array([UNKNOWN_ROW], dtype=np.int64)
             unknown = "unknown_slot"
@@ -285,7 +285,7 @@ class SimilarityIndex:
                 recommend to user ``positions[j]`` (e.g. ``FoldIn.rated_query, FoldIn.rated_rows``).
             exclude: raw item IDs never to recommend (for every user).
         """
-        module = self.fitted.module
+        module, k = self.fitted.module, check_k(k)
         p = np.asarray(vectors, dtype=np.float32)
         if p.ndim != 2 or p.shape[1] != module.n_factors:
             raise ValueError(f"vectors must be (n, {module.n_factors}), got shape {p.shape}")
@@ -298,6 +298,7 @@ class SimilarityIndex:
         if len(source) != len(p) or len(ids) != len(p):
             raise ValueError(f"ids and source must have one entry per vector ({len(p)}), got {len(ids)} and {len(source)}")
         part = self._part("recommend")
+        k = min(k, max(len(module.items), 1))  # never more than the catalogue: nothing of size k beyond it is allocated
         found, ip = part.search(
             part.recommend_queries(p), k, stride=module.items.n_rows + 1, pairs=rated, global_rows=_exclude_rows(module.items, exclude)
         )
@@ -349,7 +350,7 @@ class SimilarityIndex:
             index = cls(fitted, metric=config["metric"], **params)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"config.json: bad index entry ({exc})") from None
-        index._parts = parts_from_files(config.get("parts", {}), stored.files, fitted.module, index.settings)
+        index._parts = parts_from_files(config.get("parts", {}), stored.files, fitted.module, index.settings, verified=stored.verified)
         return index
 
     # --- internals: queries ---------------------------------------------------------------------
@@ -365,16 +366,15 @@ class SimilarityIndex:
     def _similar(
         self, part_name: str, ids, k: int, *, exclude_self: bool, exclude, unknown: Unknown, like: Mapping | None = None
     ) -> pd.DataFrame:
-        table = PARTS[part_name]
-        module = self.fitted.module
+        table, module = PARTS[part_name], self.fitted.module
         registry = module.registry(table)
+        k = min(check_k(k), max(len(registry), 1))  # never more than the table: nothing of size k beyond it is allocated
         query_ids, rows = _query(registry, ids)
         global_rows = _exclude_rows(registry, exclude)
         part = self._part(part_name)
         vectors = module.tables(table)[0][rows]
         source = np.where(rows == UNKNOWN_ROW, "unknown_slot", "known").astype(object)
-        described = np.zeros(len(rows), dtype=bool)
-        pairs = None
+        described, pairs = np.zeros(len(rows), dtype=bool), None
         if like:  # unseen items described by known ones: the mean of their vectors
             described, pairs = self._describe(query_ids, rows, like, vectors, source)
             if not exclude_self:
@@ -519,17 +519,20 @@ def index_of(fitted: FittedModel) -> SimilarityIndex:
 
 def similar_items(fitted: FittedModel, ids, k: int = 10, **kwargs) -> pd.DataFrame:
     """:meth:`SimilarityIndex.similar_items` on :func:`index_of(fitted) <index_of>`."""
+    k = check_k(k)  # before any index is read or built
     return index_of(fitted).similar_items(ids, k, **kwargs)
 
 
 def similar_users(fitted: FittedModel, ids, k: int = 10, **kwargs) -> pd.DataFrame:
     """:meth:`SimilarityIndex.similar_users` on :func:`index_of(fitted) <index_of>`."""
+    k = check_k(k)
     return index_of(fitted).similar_users(ids, k, **kwargs)
 
 
 def recommend(fitted: FittedModel, users, k: int = 10, **kwargs) -> pd.DataFrame:
     """:meth:`SimilarityIndex.recommend` on :func:`index_of(fitted) <index_of>`: top-k items per user
     in predicted-rating order, seen items excluded."""
+    k = check_k(k)
     return index_of(fitted).recommend(users, k, **kwargs)
 
 
@@ -572,14 +575,10 @@ def mean_of_items(module: EmbeddingDotBias, described, new_id) -> tuple[np.ndarr
 
 
 def _read_with_types(source, module: EmbeddingDotBias) -> Ratings:
-    """Ratings from Ratings, a DataFrame or a file; a file's IDs are read as the model's ID type
-    when its two registries share one (text has no type; Python objects are never coerced)."""
+    """Ratings, a DataFrame or a file, a file's ID columns read as the model's registries' types (collabemb.inputs)."""
     if isinstance(source, pd.DataFrame) and "rating" not in source.columns:
         source = source.assign(rating=np.float32(1.0))  # only the pairs are needed
-    if isinstance(source, Ratings | pd.DataFrame):
-        return read_ratings(source)
-    same = module.users.id_type == module.items.id_type
-    return read_ratings(Path(source), id_type=module.users.id_type if same else None)
+    return read_ratings_for(module, source)
 
 
 def _check_vectors(ids, vectors, bias, table: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

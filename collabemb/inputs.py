@@ -1,7 +1,15 @@
-"""The other inputs: (user, item) pairs to score, and item metadata tables.
+"""The other inputs: (user, item) pairs to score, ratings to look up in a model, item metadata tables.
 
-Both are read with the same rules and errors as ratings (:mod:`collabemb.data`): IDs keep their
+All are read with the same rules and errors as ratings (:mod:`collabemb.data`): IDs keep their
 type, and a bad value is named by file, line and column.
+
+**One rule for the IDs a model looks up.** Text has no type, so every ID column of a file that a
+model answers (pairs to predict, a new user's ratings, seen pairs, test ratings) is read as the
+type of the registry it is looked up in: for an ``int`` registry each value must be an integer
+written canonically (``050`` is refused with file, line and column: it is not how 50 is written,
+and no ID of such a model), for a ``str`` registry the text is the ID. The command line reads the
+IDs it is given the same way (:func:`collabemb.registry.ids_from_text`). Python objects (a
+DataFrame, a list) are never coerced: the other type raises TypeError when looked up.
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from collabemb.data import IdType, RatingsError, _id_column, _ids, _Locator, _read_parquet, _read_text, _sniff_sep
+from collabemb.data import Ratings, RatingsError, _id_column, _ids, _Locator, _read_parquet, _read_text, _sniff_sep, read_ratings
+from collabemb.registry import IdType, ids_from_text
 
 
 def read_pairs(
@@ -49,6 +58,38 @@ def read_pairs(
             "item": _id_column(_ids(raw[item_col], item_col, item_id_type, locate)),
         }
     )
+
+
+def read_ratings_as(
+    source: str | os.PathLike | pd.DataFrame | Ratings, *, user_id_type: IdType, item_id_type: IdType, **read_kwargs
+) -> Ratings:
+    """:func:`~collabemb.data.read_ratings`, each ID column of a file read as the type of the registry it
+    is looked up in (the module docstring's rule; a parquet file's typed columns as ``id_type=`` reads
+    them). A DataFrame or Ratings is read as it is; ``id_type=`` or ``layout=`` decide for both columns."""
+    if isinstance(source, Ratings | pd.DataFrame) or read_kwargs.get("id_type") or read_kwargs.get("layout"):
+        return read_ratings(source, **read_kwargs)
+    read_kwargs.pop("id_type", None)
+    if user_id_type == item_id_type:
+        return read_ratings(source, id_type=user_id_type, **read_kwargs)
+    path = Path(source)
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    ratings = read_ratings(path, id_type=None if parquet else "str", **read_kwargs)
+    cols = {"user": read_kwargs.get("user_col", "user"), "item": read_kwargs.get("item_col", "item")}
+    for col, id_type in (("user", user_id_type), ("item", item_id_type)):
+        if parquet:
+            ratings.frame[col] = _id_column(_ids(ratings.frame[col], cols[col], id_type, _Locator(str(path), None)))
+        elif id_type == "int":
+            try:
+                ratings.frame[col] = ids_from_text(ratings.frame[col], "int")
+            except ValueError:  # read_pairs names the file, line and column of the first bad value
+                read_pairs(path, user_col=cols["user"], item_col=cols["item"], user_id_type=user_id_type, item_id_type=item_id_type)
+                raise
+    return ratings
+
+
+def read_ratings_for(model, source: str | os.PathLike | pd.DataFrame | Ratings, **read_kwargs) -> Ratings:
+    """:func:`read_ratings_as` with the ID types of ``model``'s registries (a FittedModel or EmbeddingDotBias)."""
+    return read_ratings_as(source, user_id_type=model.users.id_type, item_id_type=model.items.id_type, **read_kwargs)
 
 
 def read_item_metadata(source: str | os.PathLike, *, id_col: str = "item", id_type: IdType = None, sep: str | None = None) -> pd.DataFrame:

@@ -35,11 +35,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from collabemb.data import Ratings, read_ratings
+from collabemb.data import Ratings
 from collabemb.fitted import FittedModel
+from collabemb.inputs import read_ratings_for
 from collabemb.interactions import encode
 from collabemb.models import EmbeddingDotBias
 from collabemb.registry import UNKNOWN_ROW, IdRegistry
+from collabemb.settings import check_k, check_number
 
 #: Scores computed at once while ranking: users per batch = this // number of items.
 SCORE_BLOCK = 1 << 24
@@ -101,8 +103,11 @@ def catalogue_coverage(recommended: np.ndarray, n_items: int) -> float:
     return float(len(np.unique(rec[rec >= 0])) / n_items)
 
 
-def ranking_metrics(recommended: np.ndarray, relevant, *, n_items: int) -> dict[str, float]:
-    """All ranking metrics at ``k = recommended.shape[1]``, averaged over users with relevant items.
+def ranking_metrics(recommended: np.ndarray, relevant, *, n_items: int, k: int | None = None) -> dict[str, float]:
+    """All ranking metrics at ``k``, averaged over users with relevant items.
+
+    ``k`` is the list length asked for, by default ``recommended.shape[1]``; a larger ``k`` counts
+    the lists as padded to it (a catalogue smaller than k), so that precision@k still divides by k.
 
     Returns:
         ``{"precision@k", "recall@k", "ndcg@k", "map@k", "hit_rate@k", "coverage@k", "users"}``
@@ -110,15 +115,18 @@ def ranking_metrics(recommended: np.ndarray, relevant, *, n_items: int) -> dict[
         Coverage counts the lists of all users given, with or without relevant items.
     """
     hit, n_rel = hits(recommended, relevant)
-    k = hit.shape[1]
+    k = hit.shape[1] if k is None else check_k(k)
+    if k < hit.shape[1]:
+        raise ValueError(f"k={k} is shorter than the {hit.shape[1]} recommendations per user")
     has = n_rel > 0
     if not has.any():
         raise ValueError("no user has a relevant item; nothing to evaluate")
+    longest = min(k, max(hit.shape[1], int(n_rel.max())))  # min(k, R) for every user, whatever the size of k
     per_user = {
-        "precision": hit.sum(axis=1) / max(k, 1),
+        "precision": hit.sum(axis=1) / float(k),
         "recall": hit.sum(axis=1) / np.maximum(n_rel, 1),
-        "ndcg": _ndcg(hit, n_rel),
-        "map": _average_precision(hit, n_rel),
+        "ndcg": _ndcg(hit, n_rel, longest),
+        "map": _average_precision(hit, n_rel, longest),
         "hit_rate": hit.any(axis=1).astype(np.float64),
     }
     out = {f"{name}@{k}": float(values[has].mean()) for name, values in per_user.items()}
@@ -151,15 +159,14 @@ def top_k_rows(
             that item row from user u's candidates.
 
     Returns:
-        ``(item_rows, scores)``: (n, k) int64 item rows (-1 where fewer than k items are left)
-        and (n, k) float32 scores (-inf there).
+        ``(item_rows, scores)``: (n, w) int64 item rows (-1 where fewer than k items are left)
+        and (n, w) float32 scores (-inf there), ``w = min(k, number of items)``: no list is longer
+        than the catalogue (nothing of size k beyond it is allocated).
     """
     user_rows = np.asarray(user_rows, dtype=np.int64)
     n_item_rows = model.registry("item").n_rows
     n_items = n_item_rows - 1
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(check_k(k), max(n_items, 1))
     if exclude is not None:
         exclude = sp.csr_matrix(exclude)
         if exclude.shape != (len(user_rows), n_item_rows):
@@ -236,8 +243,10 @@ def evaluate(
         excluded pairs and so can never be hit. When there are any, an
         :class:`ExcludedTestPairsWarning` says how many.
     """
-    test = read_ratings(test, **read_kwargs)
-    train = read_ratings(train, **read_kwargs) if train is not None else None
+    k = check_k(k)
+    threshold = check_number(threshold, "threshold", None, None, optional=True)
+    test = read_ratings_for(fitted, test, **read_kwargs)  # a file's ID columns in their registries' types (collabemb.inputs)
+    train = read_ratings_for(fitted, train, **read_kwargs) if train is not None else None
     out: dict[str, float] = {}
     if fitted.y_range is not None:
         out.update(rating_errors(fitted, test))
@@ -254,7 +263,7 @@ def evaluate(
     exclude = _exclusions(fitted, user_index, user_rows, train) if exclude_seen else None
     rows, _ = top_k_rows(fitted, user_rows, k, exclude=exclude)
     n_catalogue = train.frame["item"].nunique() if train is not None else len(fitted.items)
-    out.update(ranking_metrics(rows, relevant, n_items=max(n_catalogue, 1)))
+    out.update(ranking_metrics(rows, relevant, n_items=max(n_catalogue, 1), k=k))
     excluded = _excluded_test_pairs(exclude, user_codes, user_rows[user_codes], item_rows) if exclude is not None else 0
     if excluded:
         which = "test pairs" if threshold is None else "relevant test pairs"
@@ -349,16 +358,17 @@ def _nan_where_empty(values: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
     return np.where(n_rel > 0, values, np.nan)
 
 
-def _ndcg(hit: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
-    k = hit.shape[1]
-    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+def _ndcg(hit: np.ndarray, n_rel: np.ndarray, k: int | None = None) -> np.ndarray:
+    k = hit.shape[1] if k is None else k
+    discount = 1.0 / np.log2(np.arange(hit.shape[1]) + 2.0)
     dcg = hit @ discount
-    ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_rel, k)]
+    best = np.minimum(n_rel, k)  # the ideal list's hits: the discounts up to the longest of them, never k of them
+    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(best.max(initial=0)) + 2.0))])[best]
     return _nan_where_empty(dcg / np.where(ideal > 0, ideal, 1.0), n_rel)
 
 
-def _average_precision(hit: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
-    k = hit.shape[1]
-    precision = np.cumsum(hit, axis=1) / np.arange(1, k + 1)
+def _average_precision(hit: np.ndarray, n_rel: np.ndarray, k: int | None = None) -> np.ndarray:
+    k = hit.shape[1] if k is None else k
+    precision = np.cumsum(hit, axis=1) / np.arange(1, hit.shape[1] + 1)
     ap = (precision * hit).sum(axis=1) / np.maximum(np.minimum(n_rel, k), 1)
     return _nan_where_empty(ap, n_rel)

@@ -47,7 +47,17 @@ class EmbeddingDotBias(nn.Module):
     registry handed out earlier (to an export, an ``IdEmbedding``) stays valid.
     """
 
-    def __init__(self, users: IdRegistry, items: IdRegistry, n_factors: int = 64, y_range: tuple[float, float] | None = (0.5, 5.5)):
+    def __init__(
+        self,
+        users: IdRegistry,
+        items: IdRegistry,
+        n_factors: int = 64,
+        y_range: tuple[float, float] | None = (0.5, 5.5),
+        *,
+        tables: dict[str, torch.Tensor] | None = None,
+    ):
+        """``tables``: the four weight tensors by name (:data:`TABLE_NAMES`), float32, each of its
+        table's shape, used as they are (an artifact's); None: initialised as in :meth:`reset_parameters`."""
         super().__init__()
         if y_range is not None:
             lo, hi = (float(v) for v in y_range)
@@ -60,11 +70,19 @@ class EmbeddingDotBias(nn.Module):
         self.items = items
         self.n_factors = int(n_factors)
         self.y_range = y_range
-        self.u_weight = nn.Embedding(users.n_rows, n_factors)
-        self.i_weight = nn.Embedding(items.n_rows, n_factors)
-        self.u_bias = nn.Embedding(users.n_rows, 1)
-        self.i_bias = nn.Embedding(items.n_rows, 1)
-        self.reset_parameters(torch.Generator().manual_seed(0))
+        shapes = {
+            "u_weight": (users.n_rows, n_factors),
+            "i_weight": (items.n_rows, n_factors),
+            "u_bias": (users.n_rows, 1),
+            "i_bias": (items.n_rows, 1),
+        }
+        for name, shape in shapes.items():
+            weight = None if tables is None else tables[name]
+            if weight is not None and (tuple(weight.shape) != shape or weight.dtype != torch.float32):
+                raise ValueError(f"table {name!r} must be float32 of shape {shape}, got {weight.dtype} {tuple(weight.shape)}")
+            setattr(self, name, nn.Embedding(*shape, _weight=weight if weight is not None else torch.empty(shape)))
+        if tables is None:
+            self.reset_parameters(torch.Generator().manual_seed(0))
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Factors ~ N(0, 0.01^2) (as fastai), biases zero (as spotlight)."""

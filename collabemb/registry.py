@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from typing import Literal
 
@@ -28,6 +29,8 @@ IdType = Literal["int", "str"]
 Unknown = Literal["unknown_slot", "raise"]
 UNKNOWN_CHOICES: tuple[str, ...] = ("unknown_slot", "raise")
 
+#: How an integer ID is written as text (the rule of collabemb.data): "050", "+5", " 5" and "-0" are not.
+CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 #: Lists up to this long of plain ints or strs are checked without pandas (a query's few IDs).
 _SMALL = 256
 _INT64_MIN = -(2**63)
@@ -107,6 +110,30 @@ def id_type_of(values: Iterable | np.ndarray | pd.Series, *, what: str = "IDs") 
     if set(kinds) - {"str"} and "str" in kinds:
         raise TypeError(f"{what} mix types ({examples}); IDs must be all ints or all strings, never coerced")
     raise TypeError(f"{what} must be ints or strings, found {examples}")
+
+
+def ids_from_text(texts: Iterable[str], id_type: IdType, *, what: str = "IDs") -> np.ndarray:
+    """IDs written as text (a command line, a file), in the type of the registry they are looked up in.
+
+    Text has no type of its own, so the registry decides: for ``"str"`` the text is the ID; for
+    ``"int"`` every value must be an integer written canonically (:data:`CANONICAL_INT`), since
+    ``"050"`` is not how 50 is written and is no ID of such a registry: ValueError naming it.
+    Returns an int64 array, or an object array of str.
+    """
+    series = pd.Series(list(texts), dtype=object)
+    if len(series) and pd.api.types.infer_dtype(series, skipna=False) != "string":
+        bad = next(v for v in series if not isinstance(v, str))
+        raise TypeError(f"{what}: expected text, found {type(bad).__name__} {bad!r}")
+    if id_type == "str":
+        return series.to_numpy(dtype=object)
+    ok = series.str.fullmatch(CANONICAL_INT.pattern).to_numpy(dtype=bool)
+    if not ok.all():
+        raise ValueError(f"{what} are integers; {series[~ok].iloc[0]!r} is not one (written without leading zeros, '+' or spaces)")
+    long = series[series.str.len().to_numpy() >= 19]  # int64 has 19 digits: check those exactly
+    big = next((v for v in long if not _INT64_MIN <= int(v) <= _INT64_MAX), None)
+    if big is not None:
+        raise ValueError(f"{what} are integers that fit in int64; {big} does not (pass such IDs as strings)")
+    return series.astype(np.int64).to_numpy()
 
 
 def _target(arr: np.ndarray) -> pd.Index:
@@ -242,6 +269,10 @@ class IdRegistry:
                 raise IndexError(f"row 0 is the unknown {self.name} slot and has no raw ID")
             raise IndexError(f"row {bad} is out of range for {len(self)} known {self.name} IDs (rows 1..{len(self)})")
         return self._ids[rows - 1]
+
+    def from_text(self, texts: Iterable[str]) -> np.ndarray:
+        """IDs written as text (a command line, a file), in this registry's type: :func:`ids_from_text`."""
+        return ids_from_text(texts, self.id_type, what=f"this model's {self.name} IDs")
 
     def known(self, raw_ids) -> np.ndarray:
         """(n,) bool: whether each raw ID has a row of its own."""

@@ -3,14 +3,18 @@
 :func:`collabemb.fit` takes these fields as keyword arguments, a resumed fit compares the fields
 marked ``resume`` with its checkpoint's, the checkpoint stores :meth:`FitSettings.to_dict`, and
 the command line makes one option per field (``n_factors`` -> ``--n-factors``) with the help and
-default written here. Pure standard library, so the command line can build its parser without
-importing torch.
+default written here. Every field is checked with its range. Pure standard library (torch only
+to check a device), so the command line starts without torch.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
+import re
+import types
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -21,6 +25,21 @@ LR_SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
 ENGINE_DEFAULTS: dict[str, dict[str, float]] = {"fast": {"lr": 0.1, "weight_decay": 0.1}, "autograd": {"lr": 0.01, "weight_decay": 0.12}}
 #: Per-epoch validation scores at most this many validation ratings (a fixed, seeded sample).
 VALID_SAMPLE = 250_000
+#: The ranges of the numeric settings (FitSettings checks them; the command line refuses the same).
+MAX_FACTORS = 4096
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 100.0
+MAX_BATCH = 1 << 24
+MAX_SEED = 2**63 - 1
+#: The fast engine's strata need threads**2 buffers: 256 threads is about 1 GB; beyond, memory runs out.
+MAX_THREADS = 256
+MAX_COUNT = 2**62
+#: The devices a fit accepts (torch's names; :meth:`FitSettings.check_device` and collabemb.fit check the
+#: machine has it). ``meta`` (torch's device without data) passes the form, for fit to say what each engine
+#: needs, but no machine "has" it.
+DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?|mps|meta")
+DEVICES = "cpu, cuda, cuda:N (N a GPU's number) or mps"
 
 
 def _setting(default: Any, help: str, *, resume: bool = True) -> Any:
@@ -51,46 +70,40 @@ class FitSettings:
     threads: int | None = _setting(
         None, "fast: kernel threads (default: CPUs, at most 8); autograd: torch threads (default 1)", resume=False
     )
-    device: str = _setting("cpu", "cpu, or cuda (autograd engine)", resume=False)
+    device: str = _setting("cpu", "cpu, cuda, cuda:N or mps (cuda and mps: autograd engine)", resume=False)
     engine: str = _setting("auto", "fast (compiled CPU kernel), autograd (torch, any device), or auto: fast on CPU")
     valid_sample: int | None = _setting(VALID_SAMPLE, "score at most this many validation ratings per epoch", resume=False)
     progress: bool | None = _setting(None, "progress bar (default: only when stderr is a terminal)", resume=False)
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
-        _check_int(self.n_factors, "n_factors", 1)
-        _check_int(self.epochs, "epochs", 1)
-        need(self.lr is None or (_finite(self.lr) and self.lr > 0), f"lr must be a finite number > 0, got {self.lr}")
-        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        need(
-            self.weight_decay is None or (_finite(self.weight_decay) and self.weight_decay >= 0),
-            f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
-        )
+        _check_int(self.n_factors, "n_factors", 1, MAX_FACTORS)
+        _check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
+        check_number(self.lr, "lr", 0.0, MAX_LR, above=True, optional=True)
+        _need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        check_number(self.weight_decay, "weight_decay", 0.0, MAX_WEIGHT_DECAY, optional=True)
         if self.batch_size is not None:
-            _check_int(self.batch_size, "batch_size", 1)
-        need(_finite(self.unknown_frac) and 0.0 <= self.unknown_frac < 0.5, f"unknown_frac must be in [0, 0.5), got {self.unknown_frac}")
+            _check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
+        _need(
+            _finite(self.unknown_frac) and 0.0 <= self.unknown_frac < 0.5,
+            f"unknown_frac must be in [0, 0.5), got {shown(self.unknown_frac)}",
+        )
         if self.y_range is not None:
-            lo_hi = tuple(self.y_range)
-            need(
-                len(lo_hi) == 2 and all(_finite(v) for v in lo_hi) and lo_hi[0] < lo_hi[1],
-                f"y_range must be (lo, hi) with lo < hi, got {self.y_range}",
+            lo_hi = tuple(self.y_range) if hasattr(self.y_range, "__iter__") and not isinstance(self.y_range, str) else ()
+            _need(
+                len(lo_hi) == 2 and all(_finite(v) for v in lo_hi) and lo_hi[0] < lo_hi[1] and math.isfinite(lo_hi[1] - lo_hi[0]),
+                f"y_range must be (lo, hi) with lo < hi, both finite, got {self.y_range}",
             )
             object.__setattr__(self, "y_range", (float(lo_hi[0]), float(lo_hi[1])))
         if self.early_stopping is not None:
-            _check_int(self.early_stopping, "early_stopping", 1)
-        _check_int(self.seed, "seed", None)
+            _check_int(self.early_stopping, "early_stopping", 1, MAX_EPOCHS)
+        _check_int(self.seed, "seed", 0, MAX_SEED)
         if self.threads is not None:
-            _check_int(self.threads, "threads", 1)
-        need(
-            isinstance(self.device, str) and bool(self.device),
-            f"device must be a torch device name such as 'cpu' or 'cuda', got {self.device!r}",
-        )
-        need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+            _check_int(self.threads, "threads", 1, MAX_THREADS)
+        _need(isinstance(self.device, str) and DEVICE.fullmatch(self.device) is not None, f"device must be {DEVICES}, got {self.device!r}")
+        _need(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.valid_sample is not None:
-            _check_int(self.valid_sample, "valid_sample", 1)
+            _check_int(self.valid_sample, "valid_sample", 1, MAX_COUNT)
+        _need(self.progress is None or isinstance(self.progress, bool), f"progress must be True, False or None, got {self.progress!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -105,6 +118,46 @@ class FitSettings:
     def describe(cls) -> list[tuple[str, Any, str]]:
         """``(name, default, help)`` per field, in order (the command line's options)."""
         return [(f.name, f.default if f.default is not MISSING else None, f.metadata["help"]) for f in fields(cls)]
+
+    @classmethod
+    def add_options(cls, group, **defaults: Any) -> None:
+        """One command-line option per field (``n_factors`` -> ``--n-factors``) in an argparse group,
+        typed from the field, with its help and default (or ``defaults``'); checked by the constructor."""
+        hints = typing.get_type_hints(cls)
+        for name, default, help in cls.describe():
+            flag, default, value_type = "--" + name.replace("_", "-"), defaults.get(name, default), hints[name]
+            if isinstance(value_type, types.UnionType):  # float | None -> float
+                value_type = next(arg for arg in typing.get_args(value_type) if arg is not type(None))
+            if value_type is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+            elif typing.get_origin(value_type) is tuple:
+                group.add_argument(flag, nargs=2, type=typing.get_args(value_type)[0], metavar=("LO", "HI"), default=default, help=help)
+            else:
+                choices = {"engine": ENGINES, "lr_schedule": LR_SCHEDULES}.get(name)
+                metavar = None if choices else value_type.__name__.upper()
+                group.add_argument(flag, type=value_type, choices=choices, metavar=metavar, default=default, help=help)
+
+    def check_device(self) -> None:
+        """Refuse a device this machine does not have (imports torch; the form is checked on construction)."""
+        if self.device == "cpu":
+            return
+        if self.device == "meta":
+            raise ValueError(f"device='meta' holds no data and cannot train; device must be {DEVICES}")
+        import torch
+
+        if self.device.startswith("cuda"):
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if int(self.device.partition(":")[2] or 0) >= have:
+                raise ValueError(f"device={self.device!r} asked for, but torch sees {have} CUDA device(s) on this machine")
+        elif not torch.backends.mps.is_available():
+            raise ValueError(f"device={self.device!r} asked for, but torch sees no MPS device on this machine")
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace) -> FitSettings:
+        """The settings given on a command line (:meth:`add_options`), checked, the device too."""
+        settings = cls(**{name: getattr(args, name) for name in cls.names()})
+        settings.check_device()
+        return settings
 
     def replace(self, **changes: Any) -> FitSettings:
         """A copy with some fields changed (validated again)."""
@@ -144,12 +197,50 @@ class FitSettings:
         return cls(**known)
 
 
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_int(value: Any, name: str, minimum: int | None) -> None:
+def shown(value: Any) -> str:
+    """A value in an error message; NaN and the infinities named as such."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+        return "NaN (not a number)" if math.isnan(value) else f"{value} (infinite)"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_number(value: Any, name: str, lo: float | None, hi: float | None, *, above: bool = False, optional: bool = False) -> float | None:
+    """``value`` as a float if it is a finite real number in range (``lo < value`` with ``above``,
+    else ``lo <= value``; ``value <= hi``), else ValueError naming ``name``, the range and the value."""
+    if optional and value is None:
+        return None
+    finite = _finite(value)
+    if not (finite and (lo is None or (value > lo if above else value >= lo)) and (hi is None or value <= hi)):
+        bounds = [f"{'>' if above else '>='} {lo:g}"] if lo is not None else []
+        bounds += [f"<= {hi:g}"] if hi is not None else []
+        raise ValueError(f"{name} must be a finite number{' ' if bounds else ''}{' and '.join(bounds)}, got {shown(value)}")
+    return float(value)
+
+
+def _check_int(value: Any, name: str, minimum: int | None, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {shown(value)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return int(value)
+
+
+def check_k(k: Any) -> int:
+    """A list length ``k`` as an int: an integer >= 1 (``TypeError`` for 2.5, "10" or True, ``ValueError``
+    for 0 or -3). Searches then clamp it to the catalogue size before allocating anything."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer >= 1, got {shown(k)} ({type(k).__name__})")
+    if k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k}")
+    return int(k)

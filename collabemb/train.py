@@ -24,8 +24,10 @@ The unknown slot: in every epoch each training row has its user replaced by row 
 probability ``unknown_frac``, and independently its item, so row 0 learns an average user and
 an average item; unseen IDs then predict about the global mean plus the known side's bias.
 
-Checkpoints (``fit(..., checkpoint=DIR)``) are written after every epoch, atomically: ``DIR``
-is a complete model artifact (``collabemb.load_model(DIR)`` reads it) plus
+Checkpoints (``fit(..., checkpoint=DIR)``) are written after every epoch as a new verified
+snapshot of the store ``DIR`` (:mod:`collabemb.store`; the fit holds its writer lock
+throughout, so a second fit on the same ``DIR`` is refused): the snapshot is a complete model
+artifact (``collabemb.load_model(DIR)`` reads it) plus
 ``training_state.json`` (epoch, settings, early-stopping state, a fingerprint of the training
 data) and ``optimizer.safetensors`` (optimiser state, random-generator state, best weights).
 Nothing is pickled. ``fit(..., resume=DIR)`` continues such a run where it stopped: same epoch
@@ -35,6 +37,7 @@ uninterrupted run would have reached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -51,17 +54,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from collabemb.artifact import load_model, write_model_files
-from collabemb.atomic import atomic_dir
+from collabemb.artifact import check_finite, read_model_files, write_model_files
 from collabemb.data import Ratings, read_ratings
 from collabemb.engines import Engine
 from collabemb.fitted import FittedModel, ModelIdentity
 from collabemb.history import FitHistory
 from collabemb.interactions import Interactions, encode
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
+from collabemb.schema import CHECKPOINT_STATE, CHECKPOINT_STATE_MAX_BYTES, ArtifactError, parse_json
 from collabemb.settings import FitSettings
+from collabemb.store import Snapshot, open_snapshot, write_snapshot, writer_lock
 
 CHECKPOINT_FORMAT = "collabemb-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -123,8 +130,11 @@ def fit(
     train = read_ratings(ratings, **read_kwargs)
     valid = read_ratings(valid, **read_kwargs) if valid is not None else None
     settings = _resolve(settings, train, valid)
-    if checkpoint is not None:
-        _check_checkpoint_target(Path(checkpoint))
+    with writer_lock(checkpoint) if checkpoint is not None else contextlib.nullcontext():  # one fit per checkpoint path
+        return _fit(train, valid, settings, checkpoint=checkpoint, resume=resume, on_epoch=on_epoch)
+
+
+def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkpoint, resume, on_epoch) -> FittedModel:
     data = encode(train)
     del train
     n_valid = len(valid) if valid is not None else 0
@@ -151,7 +161,7 @@ def fit(
         del data
         try:
             if resumed is not None:
-                engine.load_state({k.removeprefix("optimizer."): v for k, v in resumed.tensors.items() if k.startswith("optimizer.")})
+                _load_engine_state(engine, resumed, Path(resume))
             target = Path(checkpoint) if checkpoint is not None else None
             _Loop(fitted, engine, settings, checkpoint=target, fingerprint=fingerprint).run(valid, resumed=resumed, on_epoch=on_epoch)
         finally:
@@ -430,15 +440,8 @@ def _data_fingerprint(data: Interactions) -> str:
     return h.hexdigest()
 
 
-def _check_checkpoint_target(path: Path) -> None:
-    if path.exists() and not (path / STATE_FILE).is_file() and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"{path}: exists and is not a collabemb checkpoint; refusing to overwrite it")
-
-
 def _write_checkpoint(path: Path, fitted: FittedModel, engine: Engine, *, best: dict, fingerprint: str | None) -> None:
-    """Write the checkpoint directory atomically: a model artifact plus the training state."""
-    from safetensors.torch import save_file
-
+    """Write a checkpoint as a new snapshot of the store at ``path``: a model plus the training state."""
     history = fitted.history
     epoch = history.epoch[-1]
     tensors = {f"optimizer.{k}": v.detach().to("cpu").contiguous() for k, v in engine.state.items()}
@@ -457,47 +460,78 @@ def _write_checkpoint(path: Path, fitted: FittedModel, engine: Engine, *, best: 
         "bad_epochs": best["bad_epochs"],
         "has_best_weights": keep_best,
     }
-    with atomic_dir(path) as tmp:
-        write_model_files(fitted, tmp)
-        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": CHECKPOINT_FORMAT})
-        with open(tmp / STATE_FILE, "w", encoding="utf-8") as fh:
-            json.dump(state, fh, ensure_ascii=True, allow_nan=False)
+    check_finite(fitted.module)
+    with write_snapshot(path, "checkpoint") as writer:
+        write_model_files(fitted, writer)
+        writer.write(OPTIMIZER_FILE, save_safetensors(tensors, metadata={"format": CHECKPOINT_FORMAT}))
+        writer.write(STATE_FILE, json.dumps(state, ensure_ascii=True, allow_nan=False).encode("ascii"))
 
 
 def read_checkpoint_state(path: str | os.PathLike) -> dict:
     """The ``training_state.json`` of a checkpoint directory (epoch, settings, early-stopping state)."""
-    file = Path(path) / STATE_FILE
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not a collabemb checkpoint ({STATE_FILE} missing)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{file}: invalid JSON ({exc.msg})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{file}: not a collabemb checkpoint")
-    if not isinstance(state.get("version"), int) or state["version"] > CHECKPOINT_VERSION:
-        raise ValueError(f"{file}: checkpoint version {state.get('version')!r} is newer than this collabemb reads ({CHECKPOINT_VERSION})")
+    with open_snapshot(path, "checkpoint") as snapshot:
+        return _read_state(snapshot)
+
+
+def _read_state(snapshot: Snapshot) -> dict:
+    file = snapshot.directory / STATE_FILE
+    if not snapshot.has(STATE_FILE):
+        raise ArtifactError(f"{snapshot.directory}: not a collabemb checkpoint ({STATE_FILE} missing)")
+    state = parse_json(snapshot.read(STATE_FILE, max_bytes=CHECKPOINT_STATE_MAX_BYTES), file, CHECKPOINT_STATE)
+    if state["version"] > CHECKPOINT_VERSION:
+        raise ArtifactError(f"{file}: checkpoint version {state['version']} is newer than this collabemb reads ({CHECKPOINT_VERSION})")
     if state["version"] < CHECKPOINT_VERSION:
-        raise ValueError(f"{file}: checkpoint version {state['version']} was written by an older collabemb; start the fit afresh")
+        raise ArtifactError(f"{file}: checkpoint version {state['version']} was written by an older collabemb; start the fit afresh")
+    missing = sorted(set(FitSettings.names()) - set(state["settings"]))
+    if missing:  # the values are compared with the resuming call's own (checked) settings
+        raise ArtifactError(f"{file}: key 'settings.{missing[0]}': required key is missing")
     return state
 
 
 def _read_checkpoint(path: Path, settings: FitSettings, fingerprint: str, data: Interactions) -> _Resumed:
-    from safetensors.torch import load_file
-
-    state = read_checkpoint_state(path)
-    saved = {**state["settings"], "n_train": state.get("n_train")}
-    now = {**settings.to_dict(), "n_train": len(data)}
-    differ = [f"{k}={saved.get(k)!r} (this call: {now[k]!r})" for k in (*FitSettings.resume_names(), "n_train") if saved.get(k) != now[k]]
-    if differ:
-        raise ValueError(f"{path}: cannot resume: the checkpoint was trained with " + ", ".join(differ))
-    fitted = load_model(path)
-    if fitted.users != data.users or fitted.items != data.items or state.get("data_fingerprint") != fingerprint:
-        raise ValueError(f"{path}: cannot resume: the training ratings differ from those the checkpoint was trained on")
-    if len(fitted.history.epoch) != state["epoch"]:
-        raise ValueError(f"{path}: checkpoint history does not match its training state")
-    try:
-        tensors = load_file(str(path / OPTIMIZER_FILE))
-    except Exception as exc:  # safetensors raises several types for a bad file
-        raise ValueError(f"{path / OPTIMIZER_FILE}: unreadable ({exc})") from None
+    with open_snapshot(path, "checkpoint") as snapshot:
+        state = _read_state(snapshot)
+        saved = {**state["settings"], "n_train": state["n_train"]}
+        now = {**settings.to_dict(), "n_train": len(data)}
+        differ = [
+            f"{k}={saved.get(k)!r} (this call: {now[k]!r})" for k in (*FitSettings.resume_names(), "n_train") if saved.get(k) != now[k]
+        ]
+        if differ:
+            raise ValueError(f"{path}: cannot resume: the checkpoint was trained with " + ", ".join(differ))
+        fitted = read_model_files(snapshot)
+        if fitted.users != data.users or fitted.items != data.items or state["data_fingerprint"] != fingerprint:
+            raise ValueError(f"{path}: cannot resume: the training ratings differ from those the checkpoint was trained on")
+        if len(fitted.history.epoch) != state["epoch"]:
+            raise ArtifactError(f"{path}: checkpoint history does not match its training state")
+        file = snapshot.directory / OPTIMIZER_FILE
+        try:
+            tensors = load_safetensors(snapshot.read(OPTIMIZER_FILE))
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"{file}: unreadable ({exc})") from None
+    _check_optimizer_state(file, tensors, fitted, state)
     return _Resumed(fitted, state, tensors)
+
+
+def _load_engine_state(engine: Engine, resumed: _Resumed, path: Path) -> None:
+    try:
+        engine.load_state({k.removeprefix("optimizer."): v for k, v in resumed.tensors.items() if k.startswith("optimizer.")})
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path / OPTIMIZER_FILE}: the optimiser state does not fit this model ({str(exc).splitlines()[0]})") from None
+
+
+def _check_optimizer_state(file: Path, tensors: dict[str, torch.Tensor], fitted: FittedModel, state: dict) -> None:
+    """Refuse optimiser or best-weight tensors that are not finite, or best weights that are not float32
+    in the shape of their table (the engine checks its own state's shapes when it loads it)."""
+    shapes = {name: tuple(getattr(fitted.module, name).weight.shape) for name in TABLE_NAMES}
+    for key, tensor in tensors.items():
+        prefix, _, name = key.partition(".")
+        if prefix not in ("optimizer", "best") or (prefix == "best" and name not in shapes):
+            raise ArtifactError(f"{file}: unexpected tensor {key!r}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(f"{file}: tensor {key!r} holds NaN or infinity")
+        if prefix == "best" and tensor.dtype != torch.float32:
+            raise ArtifactError(f"{file}: tensor {key!r} is {str(tensor.dtype).replace('torch.', '')}, expected float32")
+        if prefix == "best" and tuple(tensor.shape) != shapes[name]:
+            raise ArtifactError(f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, expected {shapes[name]}")
+    if state["has_best_weights"] and not all(f"best.{name}" in tensors for name in TABLE_NAMES):
+        raise ArtifactError(f"{file}: the best weights training_state.json announces are missing")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,3 +37,42 @@ def planted_ratings(n_users: int = 120, n_items: int = 80, per_user: int = 30, *
 @pytest.fixture
 def ratings_frame() -> pd.DataFrame:
     return planted_ratings()
+
+
+def snapshot_of(store) -> Path:
+    """The current snapshot directory of an artifact or checkpoint store (``STORE/snap-*``)."""
+    store = Path(store)
+    return store / json.loads((store / "CURRENT").read_text())["snapshot"]
+
+
+def reseal(store) -> None:
+    """Rewrite the manifest and pointer of ``store``'s current snapshot to match its files as they
+    are now: what an attacker who edits a file and recomputes the hashes does. Tests use it to reach
+    the checks behind the manifest."""
+    snap = snapshot_of(store)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    manifest["files"] = {
+        p.name: {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(snap.iterdir())
+        if p.name != "manifest.json"
+    }
+    data = json.dumps(manifest, sort_keys=True).encode()
+    (snap / "manifest.json").write_bytes(data)
+    pointer = json.loads((store / "CURRENT").read_text())
+    pointer["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+    (Path(store) / "CURRENT").write_text(json.dumps(pointer))
+
+
+def flatten(store) -> Path:
+    """Turn ``store`` into the layout of artifacts written before snapshots (files directly in the
+    directory, no manifest, no pointer), as collabemb 0.2 wrote them. Returns ``store``."""
+    store = Path(store)
+    snap = snapshot_of(store)
+    for p in snap.iterdir():
+        if p.name != "manifest.json":
+            p.rename(store / p.name)
+    (snap / "manifest.json").unlink()
+    snap.rmdir()
+    (store / "CURRENT").unlink()
+    (store / ".lock").unlink(missing_ok=True)
+    return store

@@ -16,14 +16,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "collabemb"
 
 #: Layer of every module (docs/architecture.md); a module may import its own layer or below.
 _LAYER_MODULES = (
-    "registry models atomic",  # 0 core
-    "data inputs splits movielens sample interactions",  # 1 data
+    "registry models atomic schema store",  # 0 core
+    "data text_input inputs splits movielens sample interactions",  # 1 data
     "settings engines engines.fast engines.autograd",  # 2 engines and their settings
     "history fitted artifact",  # 3 the fitted model and its artifact
     "train implicit_mf",  # 4 fitting
-    "faiss_parts index",  # 5 search
+    "faiss_parts faiss_files index",  # 5 search
     "coldstart export features metrics plots",  # 6 uses
-    "cli __main__",  # 7 the command line
+    "cli_options cli __main__",  # 7 the command line
 )
 LAYERS = {name: layer for layer, names in enumerate(_LAYER_MODULES) for name in names.split()}
 LAYERS[""] = len(_LAYER_MODULES)  # the package's __init__: the front door re-exports everything, nothing inside imports it

@@ -11,7 +11,7 @@ import collabemb as ce
 import collabemb.artifact as artifact
 from collabemb.models import TABLE_NAMES
 
-from conftest import planted_ratings
+from conftest import flatten, planted_ratings, reseal, snapshot_of
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,12 @@ def test_save_then_load_gives_identical_predictions_registries_and_history(model
     assert _predictions(loaded).equals(_predictions(model))
     assert loaded.history.train_rmse == model.history.train_rmse
     assert loaded.y_range == model.y_range
-    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
+    snap = snapshot_of(tmp_path / "art")
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [".lock", "CURRENT", snap.name]
+    assert sorted(p.name for p in snap.iterdir()) == [
         "config.json",
         "items.json",
+        "manifest.json",
         "seen_indptr.npy",
         "seen_items.npy",
         "tensors.safetensors",
@@ -63,15 +66,15 @@ def test_loading_never_unpickles(model, tmp_path, monkeypatch):
 def test_a_crash_while_saving_keeps_the_previous_artifact_and_leaves_no_temp_dir(model, tmp_path, monkeypatch):
     target = tmp_path / "art"
     ce.save_model(model, target)
-    before = (target / "tensors.safetensors").read_bytes()
+    before = sorted((target).iterdir())
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(artifact, "save_file", crash)
+    monkeypatch.setattr(artifact, "save_safetensors", crash)
     with pytest.raises(OSError, match="disk full"):
         ce.save_model(model, target)
-    assert (target / "tensors.safetensors").read_bytes() == before
+    assert sorted(target.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert ce.load_model(target).n_factors == 6
 
@@ -88,17 +91,31 @@ def test_saving_over_an_artifact_replaces_it_whole(model, tmp_path):
 def test_refuses_to_replace_a_directory_that_is_not_an_artifact(model, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
-    with pytest.raises(ce.ArtifactError, match="not a collabemb artifact; refusing"):
+    with pytest.raises(ce.ArtifactError, match="not a collabemb artifact or checkpoint; refusing"):
         ce.save_model(model, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 
 def test_tensor_shape_that_disagrees_with_the_registry_is_refused(model, tmp_path):
     ce.save_model(model, tmp_path / "art")
-    path = tmp_path / "art" / "tensors.safetensors"
+    path = snapshot_of(tmp_path / "art") / "tensors.safetensors"
     tensors = load_file(str(path))
     tensors["i_weight"] = tensors["i_weight"][:-1].contiguous()
     save_file(tensors, str(path))
+    with pytest.raises(ce.ArtifactError, match="tensors.safetensors: .* bytes, manifest.json says"):
+        ce.load_model(tmp_path / "art")
+    reseal(tmp_path / "art")
+    with pytest.raises(ce.ArtifactError, match="not the tensors config.json was written with"):
+        ce.load_model(tmp_path / "art")
+    config_path = path.parent / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "tensors_sha256": "0" * 64}))
+    reseal(tmp_path / "art")
+    with pytest.raises(ce.ArtifactError, match="not the tensors config.json was written with"):
+        ce.load_model(tmp_path / "art")
+    config = json.loads(config_path.read_text())
+    del config["tensors_sha256"]
+    config_path.write_text(json.dumps(config))
+    reseal(tmp_path / "art")
     n = len(model.items)
     with pytest.raises(ce.ArtifactError, match=rf"tensor 'i_weight' has shape \({n}, 6\), expected \({n + 1}, 6\)"):
         ce.load_model(tmp_path / "art")
@@ -106,25 +123,31 @@ def test_tensor_shape_that_disagrees_with_the_registry_is_refused(model, tmp_pat
 
 def test_edited_registry_is_refused(model, tmp_path):
     ce.save_model(model, tmp_path / "art")
-    path = tmp_path / "art" / "users.json"
+    path = snapshot_of(tmp_path / "art") / "users.json"
     data = json.loads(path.read_text())
     data["ids"][0], data["ids"][1] = data["ids"][1], data["ids"][0]
     path.write_text(json.dumps(data))
+    with pytest.raises(ce.ArtifactError, match="users.json: contents do not match manifest.json"):
+        ce.load_model(tmp_path / "art")
+    reseal(tmp_path / "art")
     with pytest.raises(ce.ArtifactError, match="users.json: registry does not match config.json"):
         ce.load_model(tmp_path / "art")
 
 
 def test_newer_schema_and_foreign_json_are_refused(model, tmp_path):
     ce.save_model(model, tmp_path / "art")
-    config_path = tmp_path / "art" / "config.json"
+    config_path = snapshot_of(tmp_path / "art") / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "schema_version": 99}))
+    reseal(tmp_path / "art")
     with pytest.raises(ce.ArtifactError, match="schema_version 99 is newer"):
         ce.load_model(tmp_path / "art")
     config_path.write_text(json.dumps({**config, "format": "something-else"}))
-    with pytest.raises(ce.ArtifactError, match="not a collabemb artifact"):
+    reseal(tmp_path / "art")
+    with pytest.raises(ce.ArtifactError, match="key 'format': expected one of 'collabemb-artifact'"):
         ce.load_model(tmp_path / "art")
     config_path.write_text("{not json")
+    reseal(tmp_path / "art")
     with pytest.raises(ce.ArtifactError, match=r"config.json, line 1, column 2: invalid JSON"):
         ce.load_model(tmp_path / "art")
 
@@ -133,7 +156,7 @@ def test_missing_pieces_are_named(model, tmp_path):
     with pytest.raises(ce.ArtifactError, match="no such artifact directory"):
         ce.load_model(tmp_path / "absent")
     ce.save_model(model, tmp_path / "art")
-    (tmp_path / "art" / "tensors.safetensors").unlink()
+    (snapshot_of(tmp_path / "art") / "tensors.safetensors").unlink()
     with pytest.raises(ce.ArtifactError, match="tensors.safetensors: missing"):
         ce.load_model(tmp_path / "art")
 
@@ -158,7 +181,7 @@ def test_item_metadata_is_saved_and_loaded_as_parquet(model, tmp_path):
     finally:
         model.item_metadata = pd.DataFrame({"item": np.empty(0, dtype=object)})
     loaded = ce.load_model(tmp_path / "art")
-    assert (tmp_path / "art" / "item_metadata.parquet").is_file()
+    assert (snapshot_of(tmp_path / "art") / "item_metadata.parquet").is_file()
     assert loaded.item_metadata["item"].tolist() == list(model.items.ids[:3]) + ["i999"]
     assert loaded.item_metadata["title"].tolist() == ["A", "B", "C", "Later"]
     assert loaded.item_metadata["year"].tolist() == [1990, 1991, 1992, 2001]
@@ -189,7 +212,7 @@ def test_a_score_model_without_y_range_round_trips_with_the_identity_link(tmp_pa
 
 def test_the_identity_is_its_own_record_in_config_json(model, tmp_path):
     ce.save_model(model, tmp_path / "art")
-    config = json.loads((tmp_path / "art" / "config.json").read_text())
+    config = json.loads((snapshot_of(tmp_path / "art") / "config.json").read_text())
     assert config["identity"]["family"] == "rating" and config["identity"]["row0"] == "trained"
     assert config["identity"]["weight_decay"] == model.history.params["weight_decay"]
     assert ce.load_model(tmp_path / "art").identity == model.identity
@@ -208,14 +231,16 @@ def test_implicit_models_carry_their_identity_and_a_history_without_epochs(tmp_p
 
 def test_an_artifact_of_schema_1_reads_its_identity_from_the_history(model, tmp_path):
     ce.save_model(model, tmp_path / "art")
-    path = tmp_path / "art" / "config.json"
+    path = flatten(tmp_path / "art") / "config.json"
     config = json.loads(path.read_text())
     del config["identity"]
+    del config["tensors_sha256"]
     config["schema_version"] = 1
     config["history"]["params"]["model"] = "als"
     config["history"]["params"].update(regularization=20.0, alpha=5.0, threshold=None)
     path.write_text(json.dumps(config))
-    loaded = ce.load_model(tmp_path / "art")
+    with pytest.warns(UserWarning, match="written before artifacts carried a manifest"):
+        loaded = ce.load_model(tmp_path / "art")
     assert loaded.identity.family == "als" and loaded.identity.regularization == 20.0 and loaded.identity.alpha == 5.0
 
 
@@ -223,13 +248,15 @@ def test_a_schema_1_index_of_imported_vectors_loads_as_vectors_without_an_unknow
     index = ce.SimilarityIndex.from_vectors([10, 20, 30], np.eye(3, dtype=np.float32)).build("items")
     index.fitted.index = index
     ce.save_model(index.fitted, tmp_path / "art")
-    path = tmp_path / "art" / "config.json"
+    path = flatten(tmp_path / "art") / "config.json"
     config = json.loads(path.read_text())
     del config["identity"]
+    del config["tensors_sha256"]
     config["schema_version"] = 1
     config["index"]["has_unknown_slot"] = False  # how schema 1 said "row 0 is zeros"
     path.write_text(json.dumps(config))
-    loaded = ce.load_model(tmp_path / "art")
+    with pytest.warns(UserWarning, match="written before artifacts carried a manifest"):
+        loaded = ce.load_model(tmp_path / "art")
     assert loaded.identity.family == "vectors" and loaded.identity.row0 == "none"
     assert not ce.index_of(loaded).has_unknown_slot
     with pytest.raises(ValueError, match="no trained unknown item"):

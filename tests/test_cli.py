@@ -16,7 +16,7 @@ import pytest
 import collabemb
 from collabemb import cli
 
-from conftest import planted_ratings
+from conftest import planted_ratings, snapshot_of
 
 #: Every command there was before this CLI was rewritten, in the order --help lists them.
 COMMANDS = ("fit", "fit-implicit", "demo", "predict", "evaluate", "info", "export", "plot", "similar", "recommend", "index")
@@ -160,13 +160,13 @@ def test_fit_and_demo_options_are_the_fit_settings_fields():
 
 
 def test_choices_written_into_the_parser_are_the_librarys():
-    from collabemb import data, export, faiss_parts, implicit_mf, registry, train
+    from collabemb import cli_options, data, export, faiss_parts, implicit_mf, registry, train
 
     assert cli.FORMATS == export.FORMATS and cli.TEXT_DIGITS == export.TEXT_DIGITS
     assert cli.INDEX_TYPES == faiss_parts.INDEX_TYPES and cli.METRICS == faiss_parts.METRICS
     assert tuple(faiss_parts.PARTS) == cli.INDEX_PARTS
     assert set(cli.UNKNOWN) == set(registry.UNKNOWN_CHOICES)
-    assert tuple(data.LAYOUTS) == cli.LAYOUTS
+    assert tuple(data.LAYOUTS) == cli_options.LAYOUTS  # the reading options' choices live with the other option words
     assert cli.IMPLICIT_MODELS == implicit_mf.FAMILIES and cli.WEIGHTINGS == implicit_mf.WEIGHTINGS
     assert cli.READ_OPTIONS == train.READ_OPTIONS
     defaults = ", ".join(f"{family} {implicit_mf.DEFAULTS[family]['regularization']:g}" for family in implicit_mf.FAMILIES)
@@ -196,13 +196,13 @@ def test_fit_writes_an_artifact_and_reports_what_it_did(trained):
     assert "trained 4 epochs" in result.stdout and "validation RMSE" in result.stdout
     assert "row 0, the unknown slot" in result.stdout
     assert "seen pairs: 3240 training (user, item) pairs stored" in result.stdout  # --valid-frac 0.1 held out 360
-    assert (root / "art" / "config.json").is_file()
+    assert (snapshot_of(root / "art") / "config.json").is_file()
 
 
 def test_fit_with_valid_stores_only_the_training_pairs_and_evaluate_on_them_is_honest(fitted_with_valid, split_files):
     root, n_train, n_test = split_files
     _, result = fitted_with_valid
-    config = json.loads((root / "art" / "config.json").read_text())
+    config = json.loads((snapshot_of(root / "art") / "config.json").read_text())
     assert config["seen_items"]["n_pairs"] == n_train
     assert "validation RMSE" in result.stdout and f"({n_test} ratings)" in result.stdout
     evaluated = run("evaluate", str(root / "art"), str(root / "test.csv"))
@@ -244,7 +244,7 @@ def test_demo_trains_on_the_bundled_sample_and_says_where_it_wrote(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "demo: 90000 ratings" in result.stdout
     assert f"wrote artifact {tmp_path / 'demo'}" in result.stdout
-    assert pd.read_json(tmp_path / "demo" / "users.json", typ="series")["id_type"] == "int"
+    assert pd.read_json(snapshot_of(tmp_path / "demo") / "users.json", typ="series")["id_type"] == "int"
     info = run("info", str(tmp_path / "demo"))
     assert "item metadata 1600 rows; columns item, title, genres" in info.stdout
 

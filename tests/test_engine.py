@@ -29,7 +29,7 @@ from collabemb.sample import generate_sample
 from collabemb.settings import ENGINE_DEFAULTS
 from collabemb.train import default_y_range, read_checkpoint_state
 
-from conftest import planted_ratings
+from conftest import planted_ratings, snapshot_of
 
 TABLES = ("u_weight", "i_weight", "u_bias", "i_bias")
 SMALL = {"n_factors": 8, "threads": 1, "progress": False}
@@ -362,7 +362,7 @@ def test_resume_refuses_other_settings_or_other_data(split, tmp_path):
     other.loc[0, "rating"] = 6 - other.loc[0, "rating"] if other.loc[0, "rating"] != 3 else 1
     with pytest.raises(ValueError, match="training ratings differ"):
         ce.fit(other, epochs=3, y_range=default_y_range(train.frame["rating"].to_numpy()), resume=tmp_path / "ck", **SMALL)
-    with pytest.raises(ValueError, match="not a collabemb checkpoint"):
+    with pytest.raises(ValueError, match="no complete collabemb checkpoint here"):
         ce.fit(train, epochs=3, resume=tmp_path, **SMALL)
 
 
@@ -382,11 +382,11 @@ def test_checkpoint_is_a_loadable_artifact_replaced_after_every_epoch(split, tmp
     assert tables_equal(loaded, model)
     assert loaded.history.epoch == [1, 2, 3] and loaded.history.params["engine"] == "fast"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary directories left behind
-    state = json.loads((tmp_path / "ck" / "training_state.json").read_text())
+    state = json.loads((snapshot_of(tmp_path / "ck") / "training_state.json").read_text())
     assert state["format"] == "collabemb-checkpoint" and state["settings"]["epochs"] == 3
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not a collabemb checkpoint; refusing"):
+    with pytest.raises(ValueError, match="not a collabemb artifact or checkpoint; refusing"):
         ce.fit(train, epochs=1, checkpoint=tmp_path / "other", **SMALL)
 
 

@@ -227,7 +227,7 @@ def test_npy_id_file_written_with_the_old_kind_key_still_reads(tmp_path):
     assert ce.read_embeddings(tmp_path / "out").equals(ce.embedding_frame(model, "user"))
     doc["kind"] = "float"
     (tmp_path / "out" / "ids.json").write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="not a collabemb ID file"):
+    with pytest.raises(ValueError, match="ids.json: key 'kind': expected one of 'int', 'str'"):
         ce.read_embeddings(tmp_path / "out")
 
 

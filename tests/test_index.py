@@ -4,6 +4,7 @@ and the CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -18,12 +19,12 @@ import torch
 
 import collabemb as ce
 from collabemb.cli import main
-from collabemb.faiss_parts import bytes_checksum
+from collabemb.faiss_files import bytes_checksum
 from collabemb.fitted import StoredIndex
 from collabemb.index import SimilarityIndex, StaleIndexError, index_of
 from collabemb.interactions import SeenItems
 
-from conftest import planted_ratings
+from conftest import planted_ratings, reseal, snapshot_of
 
 K = 10
 
@@ -339,7 +340,7 @@ def test_faiss_threads_can_be_changed_between_calls_and_are_restored(vectors):
     assert index.settings.threads == 2 and index._parts["items"].settings.threads == 2
     pd.testing.assert_frame_equal(index.similar_items(ids[:50], k=K), one)
     assert faiss.omp_get_max_threads() == before
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match=r"threads must be an integer in \[1, 4096\] or None, got 0"):
         index.threads = 0
 
 
@@ -411,16 +412,16 @@ def test_save_and_load_give_the_same_results(fitted, tmp_path, index_type):
     ce.build_index(model, index_type=index_type, parts=("items", "users", "recommend"), threads=1)
     before = (ce.similar_items(model, [1, 2], k=K), ce.similar_users(model, [3], k=K), ce.recommend(model, [4, 5], k=K))
     ce.save_model(model, tmp_path / "art")
-    config = json.loads((tmp_path / "art" / "config.json").read_text())
+    config = json.loads((snapshot_of(tmp_path / "art") / "config.json").read_text())
     assert set(config["index"]["parts"]) == {"items", "users", "recommend"}
-    assert (tmp_path / "art" / "seen_items.npy").is_file()
+    assert (snapshot_of(tmp_path / "art") / "seen_items.npy").is_file()
     loaded = ce.load_model(tmp_path / "art")
     assert isinstance(loaded.index, StoredIndex)
     assert index_of(loaded).parts == {"items": index_type, "users": index_type, "recommend": index_type}
     after = (ce.similar_items(loaded, [1, 2], k=K), ce.similar_users(loaded, [3], k=K), ce.recommend(loaded, [4, 5], k=K))
     for b, a in zip(before, after, strict=True):
         pd.testing.assert_frame_equal(b, a)
-    assert np.load(tmp_path / "art" / "seen_indptr.npy", allow_pickle=False).dtype == np.int64
+    assert np.load(snapshot_of(tmp_path / "art") / "seen_indptr.npy", allow_pickle=False).dtype == np.int64
 
 
 def test_a_loaded_index_answers_from_the_stored_faiss_bytes_without_rebuilding(fitted, tmp_path):
@@ -429,7 +430,7 @@ def test_a_loaded_index_answers_from_the_stored_faiss_bytes_without_rebuilding(f
     built = ce.build_index(model, index_type="hnsw", parts=("items", "recommend"), threads=1)
     before = (ce.similar_items(model, [1, 2], k=K), ce.recommend(model, [4, 5], k=K))
     ce.save_model(model, tmp_path / "art")
-    stored = {part: np.fromfile(tmp_path / "art" / f"index-{part}.faiss", dtype=np.uint8) for part in ("items", "recommend")}
+    stored = {part: np.fromfile(snapshot_of(tmp_path / "art") / f"index-{part}.faiss", dtype=np.uint8) for part in ("items", "recommend")}
     for part, data in stored.items():
         np.testing.assert_array_equal(faiss.serialize_index(built._parts[part].index), data)
     loaded = ce.load_model(tmp_path / "art")
@@ -443,14 +444,14 @@ def test_a_loaded_index_answers_from_the_stored_faiss_bytes_without_rebuilding(f
     # saving a loaded model that was never searched writes the same bytes back
     ce.save_model(ce.load_model(tmp_path / "art"), tmp_path / "again")
     for part, data in stored.items():
-        np.testing.assert_array_equal(np.fromfile(tmp_path / "again" / f"index-{part}.faiss", dtype=np.uint8), data)
+        np.testing.assert_array_equal(np.fromfile(snapshot_of(tmp_path / "again") / f"index-{part}.faiss", dtype=np.uint8), data)
 
 
 def test_artifact_without_index_or_seen_items_still_loads(fitted, tmp_path):
     model, _ = fitted
     plain = unindexed(model, seen=False)
     ce.save_model(plain, tmp_path / "plain")
-    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    config = json.loads((snapshot_of(tmp_path / "plain") / "config.json").read_text())
     assert "index" not in config and config["seen_items"]["n_pairs"] == 0
     loaded = ce.load_model(tmp_path / "plain")
     assert loaded.index is None and len(loaded.seen_items) == 0
@@ -464,14 +465,17 @@ def test_index_copied_from_another_artifact_is_refused_naming_the_file(fitted, t
     for m, name in ((fresh_copy(model, tmp_path), "a"), (other, "b")):
         ce.build_index(m, index_type="exact")
         ce.save_model(m, tmp_path / name)
-    config_a = json.loads((tmp_path / "a" / "config.json").read_text())
-    config_b = json.loads((tmp_path / "b" / "config.json").read_text())
+    config_a = json.loads((snapshot_of(tmp_path / "a") / "config.json").read_text())
+    config_b = json.loads((snapshot_of(tmp_path / "b") / "config.json").read_text())
     for part in ("items", "recommend"):
-        shutil.copy(tmp_path / "a" / f"index-{part}.faiss", tmp_path / "b" / f"index-{part}.faiss")
+        shutil.copy(snapshot_of(tmp_path / "a") / f"index-{part}.faiss", snapshot_of(tmp_path / "b") / f"index-{part}.faiss")
     config_b["index"] = config_a["index"]
-    (tmp_path / "b" / "config.json").write_text(json.dumps(config_b))
+    (snapshot_of(tmp_path / "b") / "config.json").write_text(json.dumps(config_b))
+    with pytest.raises(ce.ArtifactError, match=r"contents do not match manifest\.json"):
+        ce.load_model(tmp_path / "b")
+    reseal(tmp_path / "b")  # an attacker who also rewrites the manifest meets the index's own checks
     loaded = ce.load_model(tmp_path / "b")
-    with pytest.raises(StaleIndexError, match=r"index-items\.faiss: built from other item vectors.*rebuild"):
+    with pytest.raises(StaleIndexError, match=r"index-items\.faiss: built from other tensors than this artifact.*rebuild"):
         ce.similar_items(loaded, [1], k=3)
     with pytest.raises(StaleIndexError, match=r"index-items\.faiss"):
         index_of(loaded)
@@ -487,7 +491,10 @@ def test_an_index_file_alone_copied_from_another_artifact_is_refused(fitted, tmp
     for m, name in ((fresh_copy(model, tmp_path), "a"), (other, "b")):
         ce.build_index(m, index_type="exact")
         ce.save_model(m, tmp_path / name)
-    shutil.copy(tmp_path / "a" / "index-recommend.faiss", tmp_path / "b" / "index-recommend.faiss")
+    shutil.copy(snapshot_of(tmp_path / "a") / "index-recommend.faiss", snapshot_of(tmp_path / "b") / "index-recommend.faiss")
+    with pytest.raises(ce.ArtifactError, match=r"index-recommend\.faiss: contents do not match manifest\.json"):
+        ce.load_model(tmp_path / "b")
+    reseal(tmp_path / "b")
     loaded = ce.load_model(tmp_path / "b")
     with pytest.raises(StaleIndexError, match=r"index-recommend\.faiss: .*copied from another artifact"):
         ce.recommend(loaded, [1], k=3)
@@ -499,11 +506,12 @@ def test_index_for_another_registry_is_refused(fitted, tmp_path):
     ce.build_index(small, index_type="exact")
     ce.save_model(small, tmp_path / "small")
     ce.save_model(unindexed(model), tmp_path / "big")
-    config = json.loads((tmp_path / "big" / "config.json").read_text())
-    config["index"] = json.loads((tmp_path / "small" / "config.json").read_text())["index"]
-    (tmp_path / "big" / "config.json").write_text(json.dumps(config))
+    config = json.loads((snapshot_of(tmp_path / "big") / "config.json").read_text())
+    config["index"] = json.loads((snapshot_of(tmp_path / "small") / "config.json").read_text())["index"]
+    (snapshot_of(tmp_path / "big") / "config.json").write_text(json.dumps(config))
     for part in ("items", "recommend"):
-        shutil.copy(tmp_path / "small" / f"index-{part}.faiss", tmp_path / "big" / f"index-{part}.faiss")
+        shutil.copy(snapshot_of(tmp_path / "small") / f"index-{part}.faiss", snapshot_of(tmp_path / "big") / f"index-{part}.faiss")
+    reseal(tmp_path / "big")
     with pytest.raises(StaleIndexError, match=r"index-items\.faiss: built for another item registry"):
         ce.similar_items(ce.load_model(tmp_path / "big"), [1], k=3)
 
@@ -513,17 +521,19 @@ def test_a_stored_index_that_is_not_what_its_entry_says_is_refused(fitted, tmp_p
     model = fresh_copy(model, tmp_path)
     ce.build_index(model, index_type="exact", parts=("items", "users"))
     ce.save_model(model, tmp_path / "art")
-    config_path = tmp_path / "art" / "config.json"
+    config_path = snapshot_of(tmp_path / "art") / "config.json"
     config = json.loads(config_path.read_text())
     parts = config["index"]["parts"]
 
     def swap_items_file(data: bytes) -> None:
         """Replace the items part's bytes and (as a hand-edited artifact might) their recorded checksum."""
-        (tmp_path / "art" / "index-items.faiss").write_bytes(data)
+        (snapshot_of(tmp_path / "art") / "index-items.faiss").write_bytes(data)
         parts["items"]["file_checksum"] = bytes_checksum(np.frombuffer(data, dtype=np.uint8))
+        parts["items"]["file_sha256"] = hashlib.sha256(data).hexdigest()
         config_path.write_text(json.dumps(config))
+        reseal(tmp_path / "art")
 
-    swap_items_file((tmp_path / "art" / "index-users.faiss").read_bytes())  # 150 user vectors as the items
+    swap_items_file((snapshot_of(tmp_path / "art") / "index-users.faiss").read_bytes())  # 150 user vectors as the items
     with pytest.raises(StaleIndexError, match=r"index-items\.faiss: holds 150 vectors of dimension 8, expected 200"):
         index_of(ce.load_model(tmp_path / "art"))
     swap_items_file(b"not a faiss index")
@@ -620,7 +630,7 @@ def test_cli_index_stores_an_index_that_recommend_uses(cli_artifact, capsys):
     root, frame = cli_artifact
     code, out, err = run_here(capsys, "index", str(root / "art"), "--index-type", "hnsw", "--threads", "1")
     assert code == 0, err
-    assert "items (hnsw), recommend (hnsw)" in out and (root / "art" / "index-recommend.faiss").is_file()
+    assert "items (hnsw), recommend (hnsw)" in out and (snapshot_of(root / "art") / "index-recommend.faiss").is_file()
     code, out, err = run_here(capsys, "recommend", str(root / "art"), "--user", "3", "-k", "5", "-o", str(root / "rec.csv"))
     assert code == 0, err
     rec = pd.read_csv(root / "rec.csv")

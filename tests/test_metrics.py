@@ -132,12 +132,13 @@ def test_top_k_rows_ranks_by_score_breaks_ties_by_row_and_drops_excluded_items()
     np.testing.assert_allclose(scores, [[2.0, 2.0, 1.0], [2.0, 0.5, -1.0]])
 
 
-def test_top_k_rows_pads_with_minus_one_when_fewer_items_are_left_than_k():
+def test_top_k_rows_pads_with_minus_one_when_fewer_items_are_left_than_k_and_no_list_outgrows_the_catalogue():
     model = _scored_model([1.0, 3.0])
     exclude = sp.csr_matrix((np.ones(1), ([0], [2])), shape=(1, 3))
-    rows, scores = top_k_rows(model, np.array([1]), 4, exclude=exclude)
-    np.testing.assert_array_equal(rows, [[1, -1, -1, -1]])
-    assert scores[0, 0] == 1.0 and np.all(np.isneginf(scores[0, 1:]))
+    for k in (2, 4, 10**12):  # k beyond the 2 items: 2 columns, nothing of size k allocated
+        rows, scores = top_k_rows(model, np.array([1]), k, exclude=exclude)
+        np.testing.assert_array_equal(rows, [[1, -1]])
+        assert scores[0, 0] == 1.0 and np.all(np.isneginf(scores[0, 1:]))
 
 
 def test_top_k_rows_of_a_rating_model_follow_its_predicted_ratings():
