@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import time
 import warnings
 from pathlib import Path
@@ -49,7 +50,7 @@ from collabemb.interactions import SeenItems
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.registry import IdRegistry
 from collabemb.schema import CONFIG, CONFIG_MAX_BYTES, REGISTRY, REGISTRY_MAX_BYTES, ArtifactError, parse_json
-from collabemb.store import Snapshot, SnapshotWriter, open_snapshot, write_snapshot, writer_lock
+from collabemb.store import Snapshot, SnapshotWriter, open_snapshot, store_path, write_snapshot, writer_lock
 
 __all__ = ["ArtifactError", "load_model", "read_config", "save_model", "writer_lock"]
 
@@ -68,7 +69,7 @@ def save_model(fitted: FittedModel, directory: str | os.PathLike) -> Path:
     Non-finite weights and a stale index are refused before anything is written. Another process
     writing the same ``directory`` at the same time: :class:`~collabemb.store.StoreLockedError`.
     """
-    target = Path(directory)
+    target = store_path(directory)
     check_finite(fitted.module)
     index_entry, index_files = fitted.index.to_files() if fitted.index is not None else (None, {})
     with write_snapshot(target, "artifact") as writer:
@@ -101,7 +102,7 @@ def write_model_files(
     writer.write("users.json", _json_bytes(module.users.to_dict()))
     writer.write("items.json", _json_bytes(module.items.to_dict()))
     tensors = {name: getattr(module, name).weight.detach().to("cpu", torch.float32).contiguous() for name in TABLE_NAMES}
-    writer.write(TENSORS_FILE, save_safetensors(tensors, metadata={"format": FORMAT}))
+    writer.write(TENSORS_FILE, save_safetensors(tensors, metadata={"format": FORMAT, **_bound(module)}))
     config = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -226,6 +227,7 @@ def _load_module(snapshot: Snapshot, config: dict, tensor_bytes: bytes) -> Embed
         tensors = load_safetensors(tensor_bytes)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{tensor_path}: unreadable ({exc})") from None
+    _check_bound(root, tensor_bytes, config, users, items)
     k = config["n_factors"]
     expected = {"u_weight": (users.n_rows, k), "i_weight": (items.n_rows, k), "u_bias": (users.n_rows, 1), "i_bias": (items.n_rows, 1)}
     for name in sorted(set(tensors) - set(expected)):
@@ -234,6 +236,32 @@ def _load_module(snapshot: Snapshot, config: dict, tensor_bytes: bytes) -> Embed
         _check_tensor(tensor_path, name, tensors.get(name), shape, users, items, k)
     y_range = tuple(config["y_range"]) if config["y_range"] is not None else None
     return EmbeddingDotBias(users, items, n_factors=k, y_range=y_range, tables=tensors)
+
+
+def _bound(module: EmbeddingDotBias) -> dict[str, str]:
+    """What the tensors file records of the model beside its tables (safetensors metadata), so that
+    config.json and the registries cannot be edited to disagree with the tables unnoticed."""
+    return {
+        "n_factors": str(module.n_factors),
+        "y_range": json.dumps(list(module.y_range) if module.y_range is not None else None),
+        "user_fingerprint": module.users.fingerprint(),
+        "item_fingerprint": module.items.fingerprint(),
+    }
+
+
+def _check_bound(root: Path, tensor_bytes: bytes, config: dict, users: IdRegistry, items: IdRegistry) -> None:
+    """Refuse a config.json or a registry that differs from what the tensors file recorded of the
+    model (tensors written before 0.3 recorded nothing: nothing to compare)."""
+    (length,) = struct.unpack("<Q", tensor_bytes[:8])
+    recorded = json.loads(tensor_bytes[8 : 8 + length]).get("__metadata__", {})  # safetensors has parsed this header already
+    for key, value in (("n_factors", str(config["n_factors"])), ("y_range", json.dumps(config["y_range"]))):
+        if key in recorded and recorded[key] != value:
+            raise ArtifactError(
+                f"{root / CONFIG_FILE}: key {key!r}: {value} does not match the {recorded[key]} {TENSORS_FILE} was written with"
+            )
+    for registry, key in ((users, "user"), (items, "item")):
+        if recorded.get(f"{key}_fingerprint", registry.fingerprint()) != registry.fingerprint():
+            raise ArtifactError(f"{root / (key + 's.json')}: not the {key} registry {TENSORS_FILE} was written with (fingerprint differs)")
 
 
 def _check_tensor(path: Path, name: str, tensor, shape: tuple, users: IdRegistry, items: IdRegistry, k: int) -> None:

@@ -577,10 +577,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from collabemb.artifact import save_model
     from collabemb.index import build_index
 
-    fitted = _load(args.artifact)
-    t0 = time.perf_counter()
-    fitted.index = build_index(fitted, parts=tuple(args.parts), index_type=args.index_type, metric=args.metric, threads=args.threads)
-    save_model(fitted, args.artifact)
+    if not Path(args.artifact).is_dir():
+        raise ValueError(f"{args.artifact}: no such artifact directory")
+    with _writing(args.artifact):  # load, build and save as one update: another writer meanwhile is refused
+        fitted = _load(args.artifact)
+        t0 = time.perf_counter()
+        fitted.index = build_index(fitted, parts=tuple(args.parts), index_type=args.index_type, metric=args.metric, threads=args.threads)
+        save_model(fitted, args.artifact)
     built = ", ".join(f"{name} ({index_type})" for name, index_type in fitted.index.parts.items())
     print(f"built {built} in {time.perf_counter() - t0:.1f} s, metric {args.metric}; stored in {Path(args.artifact).resolve()}")
     return 0

@@ -38,7 +38,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,7 +75,7 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
     Another process holding it: :class:`StoreLockedError` at once, naming its pid. The same
     process may take it again (nested); another thread of this process waits for it.
     """
-    root = Path(path)
+    root = store_path(path)
     _check_store_dir(root)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
@@ -97,6 +99,8 @@ def writer_lock(path: str | os.PathLike) -> Iterator[None]:
         with _held_guard:
             _held[key] = [fd, 1, threading.get_ident()]
         try:
+            if not created:
+                remove_leftovers(root)  # what killed writers left, and snapshots readers have let go
             yield
         finally:
             with _held_guard:
@@ -134,6 +138,13 @@ def _lock_exclusive(root: Path) -> int:
     return fd
 
 
+def store_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; an empty one (``--out ''``, which would mean the working directory) is refused."""
+    if not os.fspath(path).strip():
+        raise ArtifactError("an empty path was given for the artifact or checkpoint directory")
+    return Path(path)
+
+
 def _check_store_dir(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise ArtifactError(f"{root}: exists and is not a directory")
@@ -145,7 +156,9 @@ def is_store(root: Path) -> bool:
     """Whether ``root`` holds a store (a pointer), an old flat artifact, or only leftovers of one."""
     if (root / POINTER_FILE).is_file() or (root / "config.json").is_file() or (root / MANIFEST_FILE).is_file():
         return True
-    return (root / LOCK_FILE).is_file() and all(p.name == LOCK_FILE or p.name.startswith(".tmp-") for p in root.iterdir())
+    return (root / LOCK_FILE).is_file() and all(
+        p.name == LOCK_FILE or p.name.startswith(".tmp-") or _SNAPSHOT.fullmatch(p.name) for p in root.iterdir()
+    )
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -181,31 +194,54 @@ def write_snapshot(path: str | os.PathLike, kind: str) -> Iterator[SnapshotWrite
     ``kind`` is ``"artifact"`` or ``"checkpoint"`` (recorded in the manifest). On an exception the
     new snapshot is removed and the store is left as it was.
     """
-    root = Path(path)
+    root = store_path(path)
     with writer_lock(root):
-        remove_leftovers(root)
-        seq = _current_seq(root) + 1
         tmp = root / f".tmp-{secrets.token_hex(4)}"
         tmp.mkdir(mode=0o777 & ~umask())
         try:
             writer = SnapshotWriter(tmp)
             yield writer
-            manifest = {"format": "collabemb-manifest", "version": 1, "kind": kind, "files": writer.files}
-            manifest_bytes = json.dumps(manifest, ensure_ascii=True, allow_nan=False, sort_keys=True).encode()
-            _write_synced(tmp / MANIFEST_FILE, manifest_bytes)
-            fsync_dir(tmp)
-            name = f"snap-{seq:06d}-{secrets.token_hex(4)}"
-            os.rename(tmp, root / name)
-            fsync_dir(root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        with _interrupts_deferred():  # from here to the end, Ctrl-C waits: the commit and the cleanup run whole
+            _commit(root, tmp, writer, kind)
+
+
+def _commit(root: Path, tmp: Path, writer: SnapshotWriter, kind: str) -> None:
+    """Seal the written snapshot ``tmp`` with its manifest, name it, and swap the pointer to it."""
+    name = f"snap-{_current_seq(root) + 1:06d}-{secrets.token_hex(4)}"
+    try:
+        manifest = {"format": "collabemb-manifest", "version": 1, "kind": kind, "files": writer.files}
+        manifest_bytes = json.dumps(manifest, ensure_ascii=True, allow_nan=False, sort_keys=True).encode()
+        _write_synced(tmp / MANIFEST_FILE, manifest_bytes)
+        fsync_dir(tmp)
+        os.rename(tmp, root / name)
+        fsync_dir(root)
         pointer = {"format": "collabemb-pointer", "snapshot": name, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()}
         pointer_tmp = root / f".tmp-{secrets.token_hex(4)}-{POINTER_FILE}"
         _write_synced(pointer_tmp, json.dumps(pointer).encode())
         os.replace(pointer_tmp, root / POINTER_FILE)  # the commit
-        fsync_dir(root)
-        remove_leftovers(root)
+    except BaseException:  # not committed: the old pointer stands; leave nothing of the new snapshot
+        for leftover in (tmp, root / name):
+            _remove(leftover)
+        raise
+    fsync_dir(root)
+    remove_leftovers(root)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back inside the block (delivered when it ends); a no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -339,17 +375,49 @@ def open_snapshot(path: str | os.PathLike, kind: str, *, also: tuple[str, ...] =
             yield Snapshot(root, kind, {}, verified=False)
             return
         raise ArtifactError(f"{root}: no complete collabemb {kind} here ({POINTER_FILE} missing)")
+    before = None
     for _ in range(_READ_ATTEMPTS):
         pointer = _read_pointer(root)
         stack = contextlib.ExitStack()
         try:
             snapshot = stack.enter_context(_held_snapshot(root / pointer["snapshot"], pointer["manifest_sha256"], kinds))
         except _Vanished:
+            if pointer == before:  # the pointer stands still: what it names is missing, not replaced
+                raise ArtifactError(
+                    f"{root / POINTER_FILE}: names {pointer['snapshot']}, but {root / pointer['snapshot'] / MANIFEST_FILE} is missing"
+                ) from None
+            before = pointer
             continue  # a writer moved the pointer and removed this snapshot: read the pointer again
         with stack:
             yield snapshot
+        _let_go(root, snapshot.directory)
         return
     raise ArtifactError(f"{root}: the {kind} kept changing while being read ({_READ_ATTEMPTS} attempts)")
+
+
+def _let_go(root: Path, directory: Path) -> None:
+    """After reading ``directory``: if the pointer has moved on meanwhile and no writer is at work,
+    remove the old snapshot (a writer could not while it was held). Quietly nothing when the
+    store is read-only to this process or busy."""
+    try:
+        fd = os.open(root / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        for attempt in range(5):  # a writer that just cleaned up may be a moment from letting go
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 4:
+                    return  # a writer at work: its own cleanup removes the snapshot, no longer held
+                time.sleep(0.01)
+        if _pointer_target(root) not in (None, directory.name):
+            _remove_snapshot(root, directory)
+    except OSError:
+        pass  # the store cannot be changed by this process
+    finally:
+        os.close(fd)
 
 
 class _Vanished(Exception):

@@ -122,7 +122,7 @@ def test_json_depth_and_size_are_bounded_before_parsing(art):
         ce.load_model(art)
 
 
-def test_an_edited_registry_is_refused_even_with_its_fingerprint_recomputed(art):
+def test_an_edited_registry_is_refused_even_with_its_fingerprint_and_the_manifest_recomputed(art):
     from collabemb.registry import IdRegistry
 
     path = snapshot_of(art) / "users.json"
@@ -131,6 +131,16 @@ def test_an_edited_registry_is_refused_even_with_its_fingerprint_recomputed(art)
     path.write_text(json.dumps(data))
     _edit_config(art, lambda c: c.update(user_fingerprint=IdRegistry.from_dict(data).fingerprint()), seal=False)
     with pytest.raises(ce.ArtifactError, match="contents do not match manifest.json"):
+        ce.load_model(art)
+    reseal(art)  # the tensors file recorded the registry it was written with
+    with pytest.raises(ce.ArtifactError, match="users.json: not the user registry tensors.safetensors was written with"):
+        ce.load_model(art)
+
+
+@pytest.mark.parametrize(("key", "value"), [("y_range", None), ("y_range", [0.0, 10.0]), ("n_factors", 8)])
+def test_config_values_the_tensors_file_recorded_cannot_be_edited_even_with_the_manifest(art, key, value):
+    _edit_config(art, lambda c: c.update({key: value}))
+    with pytest.raises(ce.ArtifactError, match=rf"config.json: key '{key}': .* does not match the .* tensors.safetensors was written with"):
         ce.load_model(art)
 
 

@@ -56,8 +56,8 @@ def _is_write(event: str, args: tuple) -> bool:
     return False
 
 
-def _run_until_event(action, kill_at: int | None, report) -> None:
-    """In a forked child: run ``action`` counting its write events; SIGKILL itself at event ``kill_at``."""
+def _run_until_event(action, kill_at: int | None, report, signum: int = signal.SIGKILL) -> None:
+    """In a forked child: run ``action`` counting its write events; send itself ``signum`` at event ``kill_at``."""
     count = 0
 
     def hook(event, args):
@@ -65,17 +65,17 @@ def _run_until_event(action, kill_at: int | None, report) -> None:
         if _is_write(event, args):
             count += 1
             if kill_at is not None and count == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signum)
 
     sys.addaudithook(hook)
     action()
     report.send(count)
 
 
-def _count_or_kill(action, kill_at: int | None) -> tuple[int | None, int]:
+def _count_or_kill(action, kill_at: int | None, signum: int = signal.SIGKILL) -> tuple[int | None, int]:
     """Run ``action`` in a forked child; ``(events counted or None if killed, exit code)``."""
     receive, send = FORK.Pipe(duplex=False)
-    child = FORK.Process(target=_run_until_event, args=(action, kill_at, send))
+    child = FORK.Process(target=_run_until_event, args=(action, kill_at, send, signum))
     child.start()
     send.close()
     child.join(60)
@@ -133,6 +133,37 @@ def test_sigkill_at_every_step_of_a_save_leaves_the_complete_old_or_the_complete
     assert _leftovers(store) == [] and len(list(store.glob("snap-*"))) == 1
 
 
+def test_ctrl_c_at_every_step_of_a_save_leaves_old_or_new_and_nothing_else(two_models, tmp_path):
+    """SIGINT (Ctrl-C) while the files are written drops the new snapshot; during the commit it waits
+    until the commit and the cleanup are done. Either way nothing is left over."""
+    a, b = two_models
+    store = tmp_path / "art"
+    ce.save_model(a, store)
+    old, new = _predictions(a), _predictions(b)
+    total, _ = _count_or_kill(lambda: ce.save_model(b, store), None)
+    outcomes = []
+    for at in range(1, total + 1):
+        ce.save_model(a, store)
+        count, code = _count_or_kill(lambda: ce.save_model(b, store), at, signal.SIGINT)
+        assert count is None and code == 1  # KeyboardInterrupt ended the child
+        got = _predictions(ce.load_model(store))
+        assert np.array_equal(got, old) or np.array_equal(got, new), f"mixed artifact after Ctrl-C at event {at}"
+        outcomes.append("new" if np.array_equal(got, new) else "old")
+        assert _leftovers(store) == [] and len(list(store.glob("snap-*"))) == 1, f"leftovers after Ctrl-C at event {at}"
+    assert outcomes[0] == "old" and outcomes[-1] == "new"
+
+
+def test_a_pointer_to_a_missing_snapshot_is_named(two_models, tmp_path):
+    a, _ = two_models
+    ce.save_model(a, tmp_path / "art")
+    snap = snapshot_of(tmp_path / "art")
+    (snap / "manifest.json").unlink()
+    with pytest.raises(ce.ArtifactError, match=rf"CURRENT: names {snap.name}, but .*manifest.json is missing"):
+        ce.load_model(tmp_path / "art")
+    with pytest.raises(ce.ArtifactError, match="an empty path was given"):
+        ce.save_model(a, "")
+
+
 def test_a_killed_checkpoint_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     frame = planted_ratings(n_users=40, n_items=30, per_user=12)
     whole = ce.fit(frame, epochs=3, seed=3, **SMALL)
@@ -179,7 +210,7 @@ def test_one_process_may_nest_the_writer_lock(two_models, tmp_path):
     assert ce.load_model(tmp_path / "art").n_factors == 4
 
 
-def test_a_snapshot_a_reader_holds_survives_the_next_save_and_goes_with_the_one_after(two_models, tmp_path):
+def test_a_snapshot_a_reader_holds_survives_the_next_save_and_goes_when_the_reader_lets_go(two_models, tmp_path):
     a, b = two_models
     store = tmp_path / "art"
     ce.save_model(a, store)
@@ -187,8 +218,7 @@ def test_a_snapshot_a_reader_holds_survives_the_next_save_and_goes_with_the_one_
         ce.save_model(b, store)
         assert held.directory.is_dir()  # a writer does not delete a snapshot in use
         assert held.read("config.json")
-    ce.save_model(b, store)
-    assert not held.directory.exists() and len(list(store.glob("snap-*"))) == 1
+    assert not held.directory.exists() and len(list(store.glob("snap-*"))) == 1  # the reader let go of it last
 
 
 def test_leftovers_of_killed_writers_are_removed_by_the_next_writer(two_models, tmp_path):
@@ -290,5 +320,4 @@ def test_readers_never_see_a_mixed_or_broken_artifact_while_two_writers_save(two
     assert mixed == 0 and failed == 0, errors
     assert good > 10
     assert all(saved > 0 for saved, _ in results[1:])  # both writers got their turns; the other was refused meanwhile
-    ce.save_model(a, store)
-    assert _leftovers(store) == [] and len(list(store.glob("snap-*"))) == 1
+    assert _leftovers(store) == [] and len(list(store.glob("snap-*"))) == 1  # readers let go of what they held
