@@ -48,10 +48,12 @@ from collabemb.cli_options import (
     UNKNOWN_HELP,
     WEIGHTINGS,
     K,
+    add_settings_options,
     cli_words,
     one_line,
     option_type,
     report_error,
+    settings_from_options,
 )
 from collabemb.settings import FitSettings
 
@@ -151,7 +153,7 @@ def _read_options(args: argparse.Namespace) -> dict:
 
 def _add_settings(p: argparse.ArgumentParser, **defaults) -> None:
     g = p.add_argument_group("training settings (collabemb.FitSettings)")
-    FitSettings.add_options(g, **defaults)
+    add_settings_options(g, **defaults)
     g.add_argument("--checkpoint", metavar="DIR", help="write a checkpoint here after every epoch")
     g.add_argument("--resume", metavar="DIR", help="continue the run saved in this checkpoint (same data and settings)")
 
@@ -284,7 +286,7 @@ def _add_index_options(p: argparse.ArgumentParser, *, stored: bool = True) -> No
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    fit_settings = FitSettings.from_options(args)  # checked, the device too, before any data is read
+    fit_settings = settings_from_options(args)  # checked, the device too, before any data is read
     with _writing(args.out):  # --out checked and held before any data is read
         if args.valid and args.valid_frac:
             raise ValueError("give --valid or --valid-frac, not both")
@@ -353,7 +355,7 @@ def _writing(out: str):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    fit_settings = FitSettings.from_options(args)  # checked, the device too, before any data is read
+    fit_settings = settings_from_options(args)  # checked, the device too, before any data is read
     with _writing(args.out):  # --out checked and held before any data is read
         from collabemb.data import read_ratings
         from collabemb.sample import write_sample

@@ -9,8 +9,10 @@ import argparse
 import math
 import re
 import sys
+import types
+import typing
 
-from collabemb.settings import MAX_THREADS, FitSettings, shown
+from collabemb.settings import ENGINES, LR_SCHEDULES, MAX_THREADS, FitSettings, shown
 
 EXIT_BUG = 1
 EXIT_ERROR = 2
@@ -155,3 +157,28 @@ def report_error(exc: Exception, args: argparse.Namespace | None) -> int:
         text += "; pass --unknown unknown_slot to answer them with the trained unknown slot (row 0)"
     print(f"collabemb: error: {text}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def add_settings_options(group, **defaults) -> None:
+    """One command-line option per FitSettings field (``n_factors`` -> ``--n-factors``) in an argparse
+    group, typed from the field, with its help and default (or ``defaults``'); checked by FitSettings."""
+    hints = typing.get_type_hints(FitSettings)
+    for name, default, help in FitSettings.describe():
+        flag, default, value_type = "--" + name.replace("_", "-"), defaults.get(name, default), hints[name]
+        if isinstance(value_type, types.UnionType):  # float | None -> float
+            value_type = next(arg for arg in typing.get_args(value_type) if arg is not type(None))
+        if value_type is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+        elif typing.get_origin(value_type) is tuple:
+            group.add_argument(flag, nargs=2, type=typing.get_args(value_type)[0], metavar=("LO", "HI"), default=default, help=help)
+        else:
+            choices = {"engine": ENGINES, "lr_schedule": LR_SCHEDULES}.get(name)
+            metavar = None if choices else value_type.__name__.upper()
+            group.add_argument(flag, type=value_type, choices=choices, metavar=metavar, default=default, help=help)
+
+
+def settings_from_options(args: argparse.Namespace) -> FitSettings:
+    """The settings given on a command line (:func:`add_settings_options`), checked, the device too."""
+    settings = FitSettings(**{name: getattr(args, name) for name in FitSettings.names()})
+    settings.check_device()
+    return settings

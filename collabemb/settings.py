@@ -9,12 +9,9 @@ to check a device), so the command line starts without torch.
 
 from __future__ import annotations
 
-import argparse
 import math
 import numbers
 import re
-import types
-import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -119,24 +116,6 @@ class FitSettings:
         """``(name, default, help)`` per field, in order (the command line's options)."""
         return [(f.name, f.default if f.default is not MISSING else None, f.metadata["help"]) for f in fields(cls)]
 
-    @classmethod
-    def add_options(cls, group, **defaults: Any) -> None:
-        """One command-line option per field (``n_factors`` -> ``--n-factors``) in an argparse group,
-        typed from the field, with its help and default (or ``defaults``'); checked by the constructor."""
-        hints = typing.get_type_hints(cls)
-        for name, default, help in cls.describe():
-            flag, default, value_type = "--" + name.replace("_", "-"), defaults.get(name, default), hints[name]
-            if isinstance(value_type, types.UnionType):  # float | None -> float
-                value_type = next(arg for arg in typing.get_args(value_type) if arg is not type(None))
-            if value_type is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
-            elif typing.get_origin(value_type) is tuple:
-                group.add_argument(flag, nargs=2, type=typing.get_args(value_type)[0], metavar=("LO", "HI"), default=default, help=help)
-            else:
-                choices = {"engine": ENGINES, "lr_schedule": LR_SCHEDULES}.get(name)
-                metavar = None if choices else value_type.__name__.upper()
-                group.add_argument(flag, type=value_type, choices=choices, metavar=metavar, default=default, help=help)
-
     def check_device(self) -> None:
         """Refuse a device this machine does not have (imports torch; the form is checked on construction)."""
         if self.device == "cpu":
@@ -151,13 +130,6 @@ class FitSettings:
                 raise ValueError(f"device={self.device!r} asked for, but torch sees {have} CUDA device(s) on this machine")
         elif not torch.backends.mps.is_available():
             raise ValueError(f"device={self.device!r} asked for, but torch sees no MPS device on this machine")
-
-    @classmethod
-    def from_options(cls, args: argparse.Namespace) -> FitSettings:
-        """The settings given on a command line (:meth:`add_options`), checked, the device too."""
-        settings = cls(**{name: getattr(args, name) for name in cls.names()})
-        settings.check_device()
-        return settings
 
     def replace(self, **changes: Any) -> FitSettings:
         """A copy with some fields changed (validated again)."""
