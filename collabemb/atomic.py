@@ -1,10 +1,13 @@
 """Atomic writes: a file or a directory appears under its final name complete, or not at all.
 
-Every file collabemb writes (artifacts, checkpoints, exports, plots, sample data, downloads) goes
-through :func:`atomic_file` or :func:`atomic_dir`: the content is written under a temporary name
-beside the target (same filesystem), flushed to disk, and renamed into place with
-``os.replace``. A crash leaves at most a hidden ``.NAME.tmp-*`` sibling, never a half-written
-target. Permissions follow the umask, as for any ordinary file (``mkstemp`` would make 0600).
+Every file collabemb writes outside an artifact or checkpoint (exports, plots, sample data,
+downloads) goes through :func:`atomic_file` or :func:`atomic_dir`: the content is written under a
+temporary name beside the target (same filesystem), fsynced, and renamed into place (a directory
+by an atomic exchange on Linux). A crash leaves at most a hidden ``.NAME.tmp-*`` sibling, never a
+half-written target; a target that is not a regular file (``/dev/stdout``, a FIFO) is refused,
+never renamed over. Permissions follow the umask, as for any ordinary file (``mkstemp`` would
+make 0600). Artifacts and checkpoints are snapshot stores (:mod:`collabemb.store`), built on
+:func:`fsync_dir` and :func:`umask` from here.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
+    if target.exists() and not target.is_file():  # /dev/stdout, a FIFO, a directory: never renamed over
+        raise ValueError(f"{target}: exists and is not a regular file; refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)

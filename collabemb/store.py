@@ -259,12 +259,13 @@ def _current_seq(root: Path) -> int:
 
 def remove_leftovers(root: Path) -> None:
     """Remove what killed writers left (``.tmp-*``), the files of an old flat artifact, and every
-    snapshot but the current one that no reader holds. Call only with the writer lock held."""
+    snapshot but the current one that no reader holds. Call only with the writer lock held. With
+    no readable pointer, snapshots are left alone: which one is current cannot be told."""
     current = _pointer_target(root)
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".tmp-"):
             _remove(entry)
-        elif _SNAPSHOT.fullmatch(entry.name) and entry.name != current:
+        elif current is not None and _SNAPSHOT.fullmatch(entry.name) and entry.name != current:
             _remove_snapshot(root, entry)
         elif current is not None and entry.is_file() and entry.name not in (POINTER_FILE, LOCK_FILE):
             entry.unlink()  # an old flat artifact's file, replaced by the snapshot

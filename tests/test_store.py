@@ -321,3 +321,13 @@ def test_readers_never_see_a_mixed_or_broken_artifact_while_two_writers_save(two
     assert good > 10
     assert all(saved > 0 for saved, _ in results[1:])  # both writers got their turns; the other was refused meanwhile
     assert _leftovers(store) == [] and len(list(store.glob("snap-*"))) == 1  # readers let go of what they held
+
+
+def test_an_atomic_file_never_replaces_what_is_not_a_regular_file(tmp_path):
+    from collabemb.atomic import atomic_file
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="exists and is not a regular file"), atomic_file(fifo) as tmp:
+        tmp.write_text("x")
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
