@@ -53,7 +53,7 @@ IDS_FORMAT = "collabemb-embedding-ids"
 _SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 #: Files that mark a directory written by :func:`write_embeddings` (safe to replace).
-_DIR_FILES = {"npy": ("vectors.npy", "bias.npy", "ids.json"), "projector": ("vectors.tsv", "metadata.tsv")}
+_DIR_FILES = {"npy": ("vectors.npy", "bias.npy", "ids.json"), "projector": ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt")}
 
 Model = FittedModel | EmbeddingDotBias
 
@@ -243,7 +243,9 @@ def write_embeddings(
       ``vectors.tsv`` (one tab-separated vector per line, ``digits`` significant digits, no
       header) and ``metadata.tsv`` (the raw ID, plus the metadata columns with a header row
       when metadata is joined; TensorBoard wants a header exactly when there are several
-      columns). Row 0 is labelled ``<unknown>``; tabs and line breaks inside labels become spaces.
+      columns), and ``projector_config.pbtxt`` naming both, so ``tensorboard --logdir path``
+      opens the projector on them directly. Row 0 is labelled ``<unknown>``; tabs and line
+      breaks inside labels become spaces.
 
     The file (or directory) is written beside ``path`` under a temporary name and renamed into
     place (:mod:`collabemb.atomic`), so readers never see a half-written export. An existing
@@ -395,6 +397,8 @@ def _write_projector_dir(frame: pd.DataFrame, table: Table, tmp: Path, digits: i
             fh.write("\t".join(_clean(str(c)) for c in meta_cols) + "\n")
         fh.write("\n".join("\t".join(row) for row in labels.itertuples(index=False, name=None)))
         fh.write("\n")
+    config = f'embeddings {{\n  tensor_name: "{table} embeddings"\n  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}}\n'
+    (tmp / "projector_config.pbtxt").write_text(config, encoding="utf-8")
 
 
 def _labels(col: pd.Series) -> list[str]:

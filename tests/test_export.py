@@ -467,3 +467,18 @@ def test_cli_exports_users_as_npy_and_csv_with_a_metadata_file(tmp_path, fitted)
     assert cli_main([*args, "--metadata", str(tmp_path / "users.csv"), "--metadata-id-col", "uid"]) == 0
     back = ce.read_embeddings(tmp_path / "u.csv")
     assert back["gender"].iloc[:4].tolist() == [None, "F", "M", None]
+
+
+def test_the_projector_export_carries_a_config_that_names_its_files(tmp_path, fitted):
+    import re
+
+    ce.write_embeddings(fitted, tmp_path / "proj", "item", format="projector")
+    config = (tmp_path / "proj" / "projector_config.pbtxt").read_text()
+    block = re.fullmatch(r'embeddings \{\n((?:  \w+: "[^"]*"\n)+)\}\n', config)
+    assert block is not None, config
+    fields = dict(re.findall(r'  (\w+): "([^"]*)"', block.group(1)))
+    assert fields == {"tensor_name": "item embeddings", "tensor_path": "vectors.tsv", "metadata_path": "metadata.tsv"}
+    for name in ("tensor_path", "metadata_path"):
+        assert (tmp_path / "proj" / fields[name]).is_file()
+    n_vectors = len((tmp_path / "proj" / "vectors.tsv").read_text().splitlines())
+    assert n_vectors == len((tmp_path / "proj" / "metadata.tsv").read_text().splitlines())  # one column: no header
