@@ -191,13 +191,15 @@ class FittedModel:
         """``((n_rows, k) float32 weights, (n_rows,) float32 biases)`` of one table (numpy)."""
         return self.module.tables(table)
 
-    def weight(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
-        """(n, n_factors) float32 embeddings of raw IDs; unseen IDs get the unknown row 0."""
-        return self.module.weight(raw_ids, table, unknown=unknown)
+    def weight(self, raw_ids, table: Table | None = None, *, is_item: bool | None = None, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n, n_factors) float32 embeddings of raw IDs (:meth:`EmbeddingDotBias.weight`: ``table`` or
+        fastai's ``is_item``, items by default); unseen IDs get the unknown row 0."""
+        return self.module.weight(raw_ids, table, is_item=is_item, unknown=unknown)
 
-    def bias(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
-        """(n,) float32 biases (logit units) of raw IDs; unseen IDs get row 0's bias."""
-        return self.module.bias(raw_ids, table, unknown=unknown)
+    def bias(self, raw_ids, table: Table | None = None, *, is_item: bool | None = None, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n,) float32 biases (logit units) of raw IDs (``table`` or ``is_item``, items by default);
+        unseen IDs get row 0's bias."""
+        return self.module.bias(raw_ids, table, is_item=is_item, unknown=unknown)
 
     def predict(self, users, items, *, unknown: Unknown = "unknown_slot") -> pd.DataFrame:
         """Predicted ratings for raw ID pairs (see :meth:`EmbeddingDotBias.predict`)."""

@@ -18,6 +18,17 @@ TABLES: tuple[str, ...] = ("user", "item")
 TABLE_NAMES = ("u_weight", "i_weight", "u_bias", "i_bias")
 
 
+def table_of(table: Table | None, is_item: bool | None) -> Table:
+    """The table named by our word (``table="user"|"item"``) or fastai's (``is_item=True|False``);
+    neither: ``"item"``, as fastai's default. Both, disagreeing: a ValueError."""
+    if is_item is None:
+        return check_table(table or "item")
+    by_flag = "item" if is_item else "user"
+    if table is not None and check_table(table) != by_flag:
+        raise ValueError(f"table={table!r} and is_item={is_item} name different tables; give one of them")
+    return by_flag
+
+
 def check_table(table: str) -> Table:
     """``table`` if it is ``"user"`` or ``"item"``, else a ValueError saying so."""
     if table not in TABLES:
@@ -122,13 +133,17 @@ class EmbeddingDotBias(nn.Module):
         """(n,) int64 table rows of raw IDs; unseen IDs get row 0 (or raise with ``unknown="raise"``)."""
         return self.registry(table).encode(raw_ids, unknown=unknown)
 
-    def weight(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
-        """(n, n_factors) float32 embeddings of raw IDs; unseen IDs get the trained unknown row 0."""
+    def weight(self, raw_ids, table: Table | None = None, *, is_item: bool | None = None, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n, n_factors) float32 embeddings of raw IDs of ``table`` (or fastai's ``is_item``; default:
+        items, as fastai's ``weight(arr, is_item=True)``); unseen IDs get the trained unknown row 0."""
+        table = table_of(table, is_item)
         rows = self.rows(raw_ids, table, unknown=unknown)
         return self.tables(table)[0][rows]
 
-    def bias(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
-        """(n,) float32 biases (logit units) of raw IDs; unseen IDs get row 0's bias."""
+    def bias(self, raw_ids, table: Table | None = None, *, is_item: bool | None = None, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n,) float32 biases (logit units) of raw IDs of ``table`` (or ``is_item``, as :meth:`weight`);
+        unseen IDs get row 0's bias."""
+        table = table_of(table, is_item)
         rows = self.rows(raw_ids, table, unknown=unknown)
         return self.tables(table)[1][rows]
 

@@ -198,3 +198,19 @@ def test_append_rows_grows_a_table_by_copy_and_leaves_old_registries_valid(fitte
     np.testing.assert_array_equal(module.bias([10_000, 10_001], "user"), np.array([-0.5, 0.5], np.float32))
     with pytest.raises(ValueError, match="new user IDs only"):
         module.append_rows("user", [10_000], np.ones((1, FAST["n_factors"])), [0.0])
+
+
+def test_weight_and_bias_take_fastais_is_item_as_well_as_table():
+    from collabemb.registry import IdRegistry
+
+    m = ce.EmbeddingDotBias(IdRegistry([1, 2, 3]), IdRegistry([1, 2]), n_factors=3)
+    item_rows, user_rows = m.tables("item"), m.tables("user")
+    np.testing.assert_array_equal(m.weight([2]), item_rows[0][[2]])  # the default is items, as fastai's
+    np.testing.assert_array_equal(m.weight([2], is_item=True), item_rows[0][[2]])
+    np.testing.assert_array_equal(m.weight([2], is_item=False), user_rows[0][[2]])
+    np.testing.assert_array_equal(m.bias([3], is_item=False), user_rows[1][[3]])
+    np.testing.assert_array_equal(m.bias([3], "user", is_item=False), user_rows[1][[3]])
+    with pytest.raises(ValueError, match="table='user' and is_item=True name different tables"):
+        m.weight([1], "user", is_item=True)
+    fitted = ce.FittedModel(m)
+    np.testing.assert_array_equal(fitted.weight([1], is_item=False), user_rows[0][[1]])
