@@ -70,7 +70,7 @@ def save_model(fitted: FittedModel, directory: str | os.PathLike) -> Path:
     writing the same ``directory`` at the same time: :class:`~collabemb.store.StoreLockedError`.
     """
     target = store_path(directory)
-    check_finite(fitted.module)
+    check_storable(fitted.module)
     index_entry, index_files = fitted.index.to_files() if fitted.index is not None else (None, {})
     with write_snapshot(target, "artifact") as writer:
         write_model_files(fitted, writer, index_entry, index_files)
@@ -82,10 +82,16 @@ def all_finite(tensor: torch.Tensor) -> bool:
     return bool(np.isfinite(tensor.detach().cpu().numpy()).all())
 
 
-def check_finite(module: EmbeddingDotBias) -> None:
-    """Refuse a model whose tables hold NaN or infinity (it would predict NaN), naming the table."""
+def check_storable(module: EmbeddingDotBias) -> None:
+    """Refuse a model whose tables are not float32 (an artifact stores float32 exactly; a silent cast
+    would change the model) or hold NaN or infinity (it would predict NaN), naming the table."""
     for name in TABLE_NAMES:
         weight = getattr(module, name).weight
+        if weight.dtype != torch.float32:
+            raise ArtifactError(
+                f"the model's {name} table is {str(weight.dtype).replace('torch.', '')}; artifacts store float32: "
+                f"convert the module with .float() first if that precision is what you want"
+            )
         if not all_finite(weight):
             rows = torch.nonzero(~torch.isfinite(weight).all(dim=1)).flatten()
             raise ArtifactError(

@@ -75,6 +75,13 @@ def test_nan_weights_are_refused_at_save_and_at_load(model, art, tmp_path):
         ce.load_model(art)
 
 
+def test_weights_of_another_dtype_are_refused_at_save_not_cast(model, tmp_path):
+    double = ce.load_model(ce.save_model(model, tmp_path / "art"))
+    double.module.double()
+    with pytest.raises(ce.ArtifactError, match="u_weight table is float64; artifacts store float32"):
+        ce.save_model(double, tmp_path / "double")
+
+
 def test_weights_of_another_dtype_are_refused_not_cast(art):
     path = snapshot_of(art) / "tensors.safetensors"
     tensors = load_file(str(path))

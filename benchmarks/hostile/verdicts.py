@@ -146,3 +146,8 @@ def leftover_verdict(d: Path, when: str) -> Verdict:
     if left:
         return Verdict("leftover", f"{when}: {', '.join(left[:4])}" + (f" (+{len(left) - 4})" if len(left) > 4 else ""))
     return Verdict(HELD, "")
+
+
+def with_leftovers(v: Verdict, d: Path, when: str) -> Verdict:
+    """``v``, or when it held, what is left behind under ``d``."""
+    return worst([v, leftover_verdict(d, when)]) if v.held else v
