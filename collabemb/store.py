@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -48,6 +49,8 @@ from pathlib import Path
 
 from collabemb.atomic import fsync_dir, umask
 from collabemb.schema import MANIFEST, MANIFEST_MAX_BYTES, POINTER, POINTER_MAX_BYTES, ArtifactError, parse_json
+
+log = logging.getLogger(__name__)
 
 POINTER_FILE = "CURRENT"
 LOCK_FILE = ".lock"
@@ -227,6 +230,7 @@ def _commit(root: Path, tmp: Path, writer: SnapshotWriter, kind: str) -> None:
             _remove(leftover)
         raise
     fsync_dir(root)
+    log.info("wrote %s %s: %d files, %d bytes", kind, root / name, len(writer.files), sum(f["size"] for f in writer.files.values()))
     remove_leftovers(root)
 
 

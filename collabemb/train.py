@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import signal
@@ -69,6 +70,8 @@ from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.schema import CHECKPOINT_STATE, CHECKPOINT_STATE_MAX_BYTES, ArtifactError, parse_json
 from collabemb.settings import FitSettings
 from collabemb.store import Snapshot, open_snapshot, write_snapshot, writer_lock
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "collabemb-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -378,6 +381,14 @@ class _Loop:
         history.train_seconds.append(train_seconds)
         history.seconds.append(time.perf_counter() - t0)
         bar.set_postfix(epoch=epoch, train=f"{history.train_rmse[-1]:.4f}", valid=f"{v:.4f}" if v is not None else "-")
+        log.info(
+            "epoch %d/%d: train RMSE %.4f, valid RMSE %s, %.2f s",
+            epoch,
+            self.settings.epochs,
+            history.train_rmse[-1],
+            "-" if v is None else f"{v:.4f}",
+            history.seconds[-1],
+        )
         if v is not None:
             if v < best["valid"]:
                 best.update(valid=v, epoch=epoch, bad_epochs=0)

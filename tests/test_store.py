@@ -331,3 +331,14 @@ def test_an_atomic_file_never_replaces_what_is_not_a_regular_file(tmp_path):
     with pytest.raises(ValueError, match="exists and is not a regular file"), atomic_file(fifo) as tmp:
         tmp.write_text("x")
     assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_training_and_writing_are_logged_under_collabemb(tmp_path, caplog):
+    import logging
+
+    frame = planted_ratings(n_users=30, n_items=20, per_user=8)
+    with caplog.at_level(logging.INFO, logger="collabemb"):
+        ce.save_model(ce.fit(frame, epochs=2, **SMALL), tmp_path / "art")
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert [name for name, m in messages if m.startswith("epoch ")] == ["collabemb.train", "collabemb.train"]
+    assert any(name == "collabemb.store" and m.startswith(f"wrote artifact {tmp_path / 'art'}/snap-") for name, m in messages)
