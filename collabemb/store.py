@@ -236,16 +236,26 @@ def _commit(root: Path, tmp: Path, writer: SnapshotWriter, kind: str) -> None:
 
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back inside the block (delivered when it ends); a no-op off the main thread."""
+    """Hold Ctrl-C (SIGINT) and SIGTERM back inside the block: their Python handlers are swapped for
+    one that notes the signal, and a noted signal is sent again once the old handlers are back (so
+    it acts exactly as it would have, just after the block). Signal masks would not do: another
+    thread (torch's, a thread pool's) may take the signal. A no-op off the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    noted: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: installed outside Python, left alone
+            previous[signum] = signal.signal(signum, lambda number, frame: noted.append(number))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if noted:
+            os.kill(os.getpid(), noted[0])
 
 
 def _write_synced(path: Path, data: bytes) -> None:

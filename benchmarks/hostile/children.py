@@ -232,7 +232,6 @@ def _flush_std(code: int = 0) -> int:
     return code
 
 
-
 def console_entry() -> tuple[str, str]:
     """``(module, function)`` the ``collabemb`` console script calls (``from M import F ... sys.exit(F())``)."""
     try:

@@ -149,6 +149,7 @@ def remove_tree(root: Path) -> None:
             pass
     shutil.rmtree(root, ignore_errors=True)
 
+
 def flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
@@ -235,14 +236,11 @@ def rehash(root: Path, edits: list[tuple[Path, bytes, bytes]], *, scope: str) ->
     return rewritten
 
 
-def edit_json(path: Path, change: Callable[[dict], object]) -> tuple[bytes, bytes]:
-    """Apply ``change`` to the parsed JSON of ``path`` (it edits in place or returns a replacement)."""
-    old = path.read_bytes()
+def edited_json(old: bytes, change: Callable[[dict], object]) -> bytes:
+    """JSON ``old`` as ``change`` leaves it (it edits the parsed object in place or returns a replacement)."""
     obj = json.loads(old)
     result = change(obj)
-    new = json.dumps(obj if result is None else result).encode()
-    path.write_bytes(new)
-    return old, new
+    return json.dumps(obj if result is None else result).encode()
 
 
 def key_holder(node, key: str) -> dict | None:
@@ -283,16 +281,12 @@ def npy_bytes(descr: str, shape: tuple, raw: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + raw
 
 
-def rewrite_safetensors(path: Path, change: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> tuple[bytes, bytes]:
-    """Load every tensor, apply ``change``, save a proper safetensors file with the same metadata."""
+def changed_safetensors(path: Path, change: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> bytes:
+    """Every tensor of ``path`` loaded and passed to ``change``: a proper safetensors file with the same metadata."""
     from safetensors import safe_open
     from safetensors.numpy import save
 
-    old = path.read_bytes()
     with safe_open(str(path), framework="np") as fh:
         metadata = fh.metadata()
         tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    new = save(change(tensors), metadata=metadata)
-    path.write_bytes(new)
-    return old, new
-
+    return save(change(tensors), metadata=metadata)

@@ -82,7 +82,9 @@ def pred_and_seen(fitted, pairs):
 #: argv: ARTIFACT PAIRS_JSON. Prints one JSON line: a signature of what the artifact answers
 #: (predictions over fixed pairs, the stored training pairs, the weight and bias tables bit for
 #: bit, whether it has an index), or the error.
-SIGNATURE_SNIPPET = _HASHES + r"""
+SIGNATURE_SNIPPET = (
+    _HASHES
+    + r"""
 pairs = json.load(open(sys.argv[2]))
 try:
     from collabemb import load_model
@@ -103,10 +105,13 @@ except Exception as exc:
     out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300], "type": type(exc).__name__, "clean": clean}
 print(json.dumps(out))
 """
+)
 
 #: argv: ARTIFACT PAIRS_JSON SIGS_JSON STOP_FILE SECONDS. Loads in a loop until STOP_FILE exists
 #: (at most SECONDS); classifies each load against the two known signatures.
-READER_SNIPPET = _HASHES + r"""
+READER_SNIPPET = (
+    _HASHES
+    + r"""
 import os, time
 from collabemb import load_model
 pairs = json.load(open(sys.argv[2])); sigs = json.load(open(sys.argv[3])); stop = sys.argv[4]; limit = float(sys.argv[5])
@@ -130,6 +135,7 @@ while not os.path.exists(stop) and time.monotonic() - t0 < limit:
         errors.setdefault(key, f"{key}: {exc}"[:200])
 print(json.dumps({"counts": counts, "errors": errors, "examples": examples}))
 """
+)
 
 #: argv: SOURCE_ARTIFACT TARGET N. Loads SOURCE once, then saves it to TARGET N times (a save
 #: refused because another writer holds TARGET is retried, and counted).
@@ -169,5 +175,3 @@ else:
 faiss.serialize_index(index).tofile(path)
 print(f"list {l}: label set to {label}")
 """
-
-
