@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "DownloadError": "movielens",
     "EmbeddingArrays": "export",
     "EmbeddingDotBias": "models",
+    "EmbeddingFeatures": "sklearn_features",
     "ExcludedTestPairsWarning": "metrics",
     "FitHistory": "history",
     "FitSettings": "settings",
@@ -108,5 +109,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from collabemb.plots import pca_frame, plot_bias, plot_history, plot_pca
     from collabemb.registry import UNKNOWN_ROW, IdRegistry, UnknownIdError
     from collabemb.settings import FitSettings
+    from collabemb.sklearn_features import EmbeddingFeatures
     from collabemb.splits import read_split, split_leave_last, split_random, split_random_per_user
     from collabemb.train import fit, rmse
