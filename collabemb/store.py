@@ -31,6 +31,7 @@ as they are, unverified (:attr:`Snapshot.verified` is False); the next save conv
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -40,6 +41,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -343,7 +345,7 @@ class Snapshot:
         if self.verified and name not in self.files:
             raise ArtifactError(f"{path}: not listed in {MANIFEST_FILE}")
         try:
-            with open(path, "rb") as fh:
+            with os.fdopen(open_regular(path), "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 if max_bytes is not None and size > max_bytes:
                     raise ArtifactError(f"{path}: {size} bytes, more than the {max_bytes} this file may hold")
@@ -355,8 +357,6 @@ class Snapshot:
                 data = fh.read(size + 1)
         except FileNotFoundError:
             raise ArtifactError(f"{path}: missing") from None
-        except IsADirectoryError:
-            raise ArtifactError(f"{path}: a directory, expected a file") from None
         if len(data) != expected["size"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
             raise ArtifactError(f"{path}: contents do not match {MANIFEST_FILE} (SHA-256 differs); the file was changed")
         return data
@@ -367,6 +367,21 @@ class Snapshot:
             return {name: self.read(name) for name in names}
         with ThreadPoolExecutor(max_workers=2) as pool:
             return dict(zip(names, pool.map(self.read, names), strict=True))
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path`` if it is a regular file: a symlink, a FIFO (which would block),
+    a device or a directory inside a store is refused, naming it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(exc.errno, exc.strerror, str(path)) from None
+        raise ArtifactError(f"{path}: cannot be opened as a plain file ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ArtifactError(f"{path}: not a regular file")
+    return fd
 
 
 @contextlib.contextmanager
@@ -443,7 +458,7 @@ class _Vanished(Exception):
 def _held_snapshot(directory: Path, manifest_sha256: str | None, kinds: tuple[str, ...]) -> Iterator[Snapshot]:
     manifest_path = directory / MANIFEST_FILE
     try:
-        fd = os.open(manifest_path, os.O_RDONLY)
+        fd = open_regular(manifest_path)
     except FileNotFoundError:
         if manifest_sha256 is None:
             raise ArtifactError(f"{manifest_path}: missing") from None
@@ -472,7 +487,7 @@ def _held_snapshot(directory: Path, manifest_sha256: str | None, kinds: tuple[st
 def _read_pointer(root: Path) -> dict:
     path = root / POINTER_FILE
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(open_regular(path), "rb") as fh:
             data = fh.read(POINTER_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None

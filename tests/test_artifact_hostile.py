@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -286,3 +287,18 @@ def test_any_corruption_of_any_file_is_refused_or_changes_nothing(pristine, tmp_
     except ce.ArtifactError:
         return
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+def test_a_file_that_is_not_a_regular_file_is_refused_without_blocking(art, tmp_path, kind):
+    target = snapshot_of(art) / "tensors.safetensors"
+    kept = tmp_path / "kept.safetensors"
+    target.rename(kept)
+    if kind == "fifo":
+        os.mkfifo(target)  # opening it for reading would block until a writer came
+    elif kind == "symlink":
+        target.symlink_to(kept)  # the same bytes, through a link: still refused
+    else:
+        target.mkdir()
+    with pytest.raises(ce.ArtifactError, match=r"tensors.safetensors: (not a regular file|cannot be opened as a plain file)"):
+        ce.load_model(art)
