@@ -30,10 +30,7 @@ from collabemb.history import FitHistory
 from collabemb.interactions import SeenItems
 from collabemb.models import EmbeddingDotBias, Table
 from collabemb.registry import IdRegistry, Unknown, id_type_of
-
-#: Model families: ``"rating"`` (:func:`collabemb.fit`), the ``implicit`` ones, the baseline, and
-#: ``"vectors"``: vectors imported from elsewhere (``SimilarityIndex.from_vectors``).
-FAMILIES: tuple[str, ...] = ("rating", "als", "bpr", "lmf", "popularity", "vectors")
+from collabemb.schema import FAMILIES, ROW0  # the vocabularies are declared with the artifact's schema
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class ModelIdentity:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        if self.row0 not in ("trained", "mean", "mean_count", "none"):
+        if self.row0 not in ROW0:
             raise ValueError(f"row0 must be 'trained', 'mean', 'mean_count' or 'none', got {self.row0!r}")
 
     @property

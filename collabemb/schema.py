@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Model families (see :class:`collabemb.fitted.ModelIdentity`).
+#: Model families (see :class:`collabemb.fitted.ModelIdentity`): ``"rating"`` (:func:`collabemb.fit`),
+#: the ``implicit`` ones, the popularity baseline, and ``"vectors"`` imported from elsewhere.
 FAMILIES: tuple[str, ...] = ("rating", "als", "bpr", "lmf", "popularity", "vectors")
 #: What row 0, the unknown slot, holds.
 ROW0: tuple[str, ...] = ("trained", "mean", "mean_count", "none")
