@@ -70,7 +70,6 @@ def save_model(fitted: FittedModel, directory: str | os.PathLike) -> Path:
     writing the same ``directory`` at the same time: :class:`~collabemb.store.StoreLockedError`.
     """
     target = store_path(directory)
-    check_storable(fitted.module)
     index_entry, index_files = fitted.index.to_files() if fitted.index is not None else (None, {})
     with write_snapshot(target, "artifact") as writer:
         write_model_files(fitted, writer, index_entry, index_files)
@@ -80,6 +79,11 @@ def save_model(fitted: FittedModel, directory: str | os.PathLike) -> Path:
 def all_finite(tensor: torch.Tensor) -> bool:
     """Whether a tensor holds no NaN or infinity (checked in numpy: ten times torch.isfinite's speed on the CPU)."""
     return bool(np.isfinite(tensor.detach().cpu().numpy()).all())
+
+
+def index_file_name(part: str) -> str:
+    """The file a similarity index part is stored under: ``index-{part}.faiss``."""
+    return f"index-{part}.faiss"
 
 
 def check_storable(module: EmbeddingDotBias) -> None:
@@ -104,6 +108,7 @@ def write_model_files(
     fitted: FittedModel, writer: SnapshotWriter, index_entry: dict | None = None, index_files: dict | None = None
 ) -> None:
     """Write the artifact's files into a new snapshot (``writer``); config.json last."""
+    check_storable(fitted.module)  # before any file: every writer of a model (save, checkpoint) meets it
     module = fitted.module
     writer.write("users.json", _json_bytes(module.users.to_dict()))
     writer.write("items.json", _json_bytes(module.items.to_dict()))
@@ -134,11 +139,11 @@ def write_model_files(
     if index_entry is not None:
         parts = {}
         for part, entry in index_entry["parts"].items():
-            name = f"index-{part}.faiss"
+            name = index_file_name(part)
             writer.write(name, np.ascontiguousarray(index_files[name], dtype=np.uint8))
             # bound to these very bytes and tensors (collabemb.faiss_files)
             parts[part] = {**entry, "file_sha256": writer.files[name]["sha256"], "tensors_sha256": config["tensors_sha256"]}
-        config["index"] = {**index_entry, "parts": parts, "files": sorted(writer.files.keys() & {f"index-{p}.faiss" for p in parts})}
+        config["index"] = {**index_entry, "parts": parts, "files": sorted(writer.files.keys() & {index_file_name(p) for p in parts})}
     writer.write(CONFIG_FILE, _json_bytes(config))
 
 
@@ -212,8 +217,8 @@ def _index_file_names(root: Path, entry: dict | None) -> list[str]:
     if not entry:
         return []
     # schema 1 listed no files: one index-{part}.faiss per part
-    names = entry["files"] if "files" in entry else [f"index-{part}.faiss" for part in entry["parts"]]
-    expected = sorted(f"index-{part}.faiss" for part in entry["parts"])
+    names = entry["files"] if "files" in entry else [index_file_name(part) for part in entry["parts"]]
+    expected = sorted(index_file_name(part) for part in entry["parts"])
     if sorted(names) != expected:
         raise ArtifactError(f"{root / CONFIG_FILE}: key 'index.files': {sorted(names)} do not match the parts {expected}")
     return names

@@ -27,16 +27,10 @@ import struct
 
 import numpy as np
 
+from collabemb.artifact import TENSORS_FILE, index_file_name
 from collabemb.faiss_parts import PARTS, IndexSettings, Part, StaleIndexError, new_checksum, part_dim, update_checksum
 from collabemb.models import EmbeddingDotBias
 from collabemb.schema import ArtifactError
-
-TENSORS_FILE = "tensors.safetensors"
-
-
-def file_name(part: str) -> str:
-    """The file a part's bytes are stored under: ``index-{part}.faiss``."""
-    return f"index-{part}.faiss"
 
 
 def parts_to_files(parts: dict[str, Part], module: EmbeddingDotBias) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
@@ -50,7 +44,7 @@ def parts_to_files(parts: dict[str, Part], module: EmbeddingDotBias) -> tuple[di
             sums[table] = table_hasher(module, table).hexdigest()
         data = part.to_bytes()
         entries[name] = {**part.entry(module, sums[table], module.registry(table).fingerprint()), "file_checksum": bytes_checksum(data)}
-        files[file_name(name)] = data
+        files[index_file_name(name)] = data
     return entries, files
 
 
@@ -71,7 +65,7 @@ def parts_from_files(
     hashers: dict[str, object] = {}  # per table: the checksum of the model's rows, computed once
     parts: dict[str, Part] = {}
     for name, entry in entries.items():
-        file = file_name(name)
+        file = index_file_name(name)
         if name not in PARTS:
             raise ArtifactError(f"{file}: unknown index part {name!r}; expected one of {', '.join(PARTS)}")
         if verified is None and PARTS[name] not in hashers:

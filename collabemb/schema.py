@@ -265,16 +265,17 @@ def _non_finite(name: str) -> float:
 # --- the declarations -----------------------------------------------------------------------------
 
 _HEX64 = Str(pattern="[0-9a-f]{64}")
-_NAME = Str(pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}")
+#: A file name inside a snapshot, and a snapshot's own name (the store writes and reads by these).
+FILE_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}"
+SNAPSHOT_PATTERN = r"snap-([0-9]{6,12})-[0-9a-f]{8}"
+_NAME = Str(pattern=FILE_NAME_PATTERN)
 _COUNT = Num(0, INT64_MAX, integer=True)
 _SIZE = Num(0, 1 << 50, integer=True)
 _FLOAT = Num()
 _OPT_FLOAT = (Num(), Null())
 
 #: The pointer file ``CURRENT`` of a snapshot store.
-POINTER = Obj(
-    required={"format": Str(("collabemb-pointer",)), "snapshot": Str(pattern=r"snap-[0-9]{6,12}-[0-9a-f]{8}"), "manifest_sha256": _HEX64}
-)
+POINTER = Obj(required={"format": Str(("collabemb-pointer",)), "snapshot": Str(pattern=SNAPSHOT_PATTERN), "manifest_sha256": _HEX64})
 POINTER_MAX_BYTES = 4 * _KIB
 
 #: ``manifest.json``: every other file of a snapshot, with its size and SHA-256.

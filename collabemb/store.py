@@ -50,15 +50,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collabemb.atomic import fsync_dir, umask
-from collabemb.schema import MANIFEST, MANIFEST_MAX_BYTES, POINTER, POINTER_MAX_BYTES, ArtifactError, parse_json
+from collabemb.schema import (
+    FILE_NAME_PATTERN,
+    MANIFEST,
+    MANIFEST_MAX_BYTES,
+    POINTER,
+    POINTER_MAX_BYTES,
+    SNAPSHOT_PATTERN,
+    ArtifactError,
+    parse_json,
+)
 
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 MANIFEST_FILE = "manifest.json"
-_SNAPSHOT = re.compile(r"snap-([0-9]{6,12})-[0-9a-f]{8}")
-_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}")
+_SNAPSHOT = re.compile(SNAPSHOT_PATTERN)
+_FILE_NAME = re.compile(FILE_NAME_PATTERN)
 _READ_ATTEMPTS = 50
 _HASH_CHUNK = 8 << 20
 

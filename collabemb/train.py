@@ -60,7 +60,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from collabemb.artifact import check_storable, read_model_files, write_model_files
+from collabemb.artifact import read_model_files, write_model_files
 from collabemb.data import Ratings, read_ratings
 from collabemb.engines import Engine
 from collabemb.fitted import FittedModel, ModelIdentity
@@ -471,7 +471,6 @@ def _write_checkpoint(path: Path, fitted: FittedModel, engine: Engine, *, best: 
         "bad_epochs": best["bad_epochs"],
         "has_best_weights": keep_best,
     }
-    check_storable(fitted.module)
     with write_snapshot(path, "checkpoint") as writer:
         write_model_files(fitted, writer)
         writer.write(OPTIMIZER_FILE, save_safetensors(tensors, metadata={"format": CHECKPOINT_FORMAT}))

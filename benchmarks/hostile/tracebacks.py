@@ -50,32 +50,12 @@ def cli_case(
 
 def _fit(extra: list, *, implicit: bool = False) -> Callable[[Ctx, Path | None], list]:
     """A small fit of the ratings into the case's ``OUT`` with ``extra`` options (tokens replaced by :meth:`Ctx.subst`)."""
-    if implicit:
-        return lambda ctx, art: [
-            "fit-implicit",
-            ctx.world.data["ratings"],
-            "--out",
-            ctx.dir / "OUT",
-            "--n-factors",
-            "4",
-            "--iterations",
-            "2",
-            *(ctx.subst(art, a) for a in extra),
-        ]
-    return lambda ctx, art: [
-        "fit",
-        ctx.world.data["ratings"],
-        "--out",
-        ctx.dir / "OUT",
-        "--epochs",
-        "2",
-        "--n-factors",
-        "4",
-        "--threads",
-        "1",
-        "--no-progress",
-        *(ctx.subst(art, a) for a in extra),
-    ]
+    command, options = (
+        ("fit-implicit", ["--n-factors", "4", "--iterations", "2"])
+        if implicit
+        else ("fit", ["--epochs", "2", "--n-factors", "4", "--threads", "1", "--no-progress"])
+    )
+    return lambda ctx, art: [command, ctx.world.data["ratings"], "--out", ctx.dir / "OUT", *options, *(ctx.subst(art, a) for a in extra)]
 
 
 def _q(*argv) -> Callable[[Ctx, Path | None], list]:
