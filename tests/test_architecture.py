@@ -19,10 +19,10 @@ _LAYER_MODULES = (
     "registry models atomic schema store",  # 0 core
     "data text_input inputs splits movielens sample interactions",  # 1 data
     "settings engines engines.fast engines.autograd",  # 2 engines and their settings
-    "history fitted artifact",  # 3 the fitted model and its artifact
+    "history fitted model_card artifact",  # 3 the fitted model and its artifact
     "train implicit_mf",  # 4 fitting
     "faiss_parts faiss_files index",  # 5 search
-    "coldstart export features sklearn_features metrics plots",  # 6 uses
+    "coldstart export features sklearn_features fastai_import metrics plots",  # 6 uses
     "cli_options cli __main__",  # 7 the command line
 )
 LAYERS = {name: layer for layer, names in enumerate(_LAYER_MODULES) for name in names.split()}
