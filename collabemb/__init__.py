@@ -41,11 +41,14 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "metrics",
     "fit": "train",
     "fit_implicit": "implicit_mf",
+    "fit_unknown_rows": "fastai_import",
     "fit_popularity": "implicit_mf",
     "fold_in_als": "coldstart",
     "fold_in_items": "coldstart",
     "fold_in_items_like": "coldstart",
     "fold_in_users": "coldstart",
+    "from_fastai": "fastai_import",
+    "from_fastai_parts": "fastai_import",
     "index_of": "index",
     "load_model": "artifact",
     "load_movielens": "movielens",
@@ -97,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from collabemb.coldstart import FoldIn, fold_in_als, fold_in_items, fold_in_items_like, fold_in_users, recommend_from_ratings
     from collabemb.data import Ratings, RatingsError, read_ratings
     from collabemb.export import EmbeddingArrays, embedding_arrays, embedding_frame, read_embeddings, write_embeddings
+    from collabemb.fastai_import import fit_unknown_rows, from_fastai, from_fastai_parts
     from collabemb.features import IdEmbedding, to_features, to_torch
     from collabemb.fitted import FittedModel, ModelIdentity
     from collabemb.history import FitHistory

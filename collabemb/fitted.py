@@ -40,7 +40,9 @@ class ModelIdentity:
     Attributes:
         family: ``"rating"``, ``"als"``, ``"bpr"``, ``"lmf"``, ``"popularity"`` or ``"vectors"``.
         row0: what row 0, the unknown slot, holds: ``"trained"`` (routed during training),
-            ``"mean"`` (mean of the known rows), ``"mean_count"`` (popularity: mean count) or
+            ``"fitted"`` (solved afterwards on given ratings, the rest fixed: :func:`collabemb.fit_unknown_rows`),
+            ``"mean"`` (mean of the known rows), ``"mean_count"`` (popularity: mean count),
+            ``"untrained"`` (fastai's ``#na#`` row as imported: its random start, never trained) or
             ``"none"`` (zeros: vectors imported with ``SimilarityIndex.from_vectors``).
         weight_decay: rating models: the per-rating L2 strength (a fold-in reuses it).
         threshold: implicit models: interactions below it were dropped; None kept all.
@@ -60,7 +62,7 @@ class ModelIdentity:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
         if self.row0 not in ROW0:
-            raise ValueError(f"row0 must be 'trained', 'mean', 'mean_count' or 'none', got {self.row0!r}")
+            raise ValueError(f"row0 must be one of {', '.join(ROW0)}, got {self.row0!r}")
 
     @property
     def fold_in(self) -> str | None:
@@ -73,7 +75,9 @@ class ModelIdentity:
         """``row0`` in words, for ``collabemb info``."""
         return {
             "trained": "trained: routed training ratings taught it an average user / item",
+            "fitted": "fitted afterwards on given ratings with every other row fixed: an average user / item",
             "mean": "the mean of the known rows (not trained)",
+            "untrained": "fastai's #na# row as imported: its random initial values, never trained",
             "mean_count": "item row 0: the mean count (not trained)",
             "none": "zeros: no unknown slot (vectors imported, not trained)",
         }[self.row0]

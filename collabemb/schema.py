@@ -31,7 +31,7 @@ import numpy as np
 #: the ``implicit`` ones, the popularity baseline, and ``"vectors"`` imported from elsewhere.
 FAMILIES: tuple[str, ...] = ("rating", "als", "bpr", "lmf", "popularity", "vectors")
 #: What row 0, the unknown slot, holds.
-ROW0: tuple[str, ...] = ("trained", "mean", "mean_count", "none")
+ROW0: tuple[str, ...] = ("trained", "fitted", "mean", "mean_count", "untrained", "none")
 #: FAISS index types and similarity metrics (see :mod:`collabemb.faiss_parts`).
 INDEX_TYPES: tuple[str, ...] = ("exact", "hnsw", "ivf")
 METRICS: tuple[str, ...] = ("cosine", "dot")
@@ -322,7 +322,11 @@ HISTORY = Obj(
         "train_seconds": List(Num(0)),
         "best_epoch": (Num(1, 1 << 31, integer=True), Null()),
         "stopped_early": Bool(),
-        "params": Obj(values=(*_SCALAR, List(_SCALAR, max_len=64))),
+        # the fit's settings and counts; ``versions``: {library: version or null} at fit time (the model card's)
+        "params": Obj(
+            optional={"versions": Obj(values=(Str(max_len=200), Null()), key_pattern=r"[A-Za-z0-9_.-]{1,64}")},
+            values=(*_SCALAR, List(_SCALAR, max_len=64)),
+        ),
         "stop_reason": (Str(("early_stopping", "callback", "interrupted")), Null()),
     }
 )
