@@ -1,7 +1,9 @@
-"""Write ``implicit_feedback.ipynb`` (outputs cleared) from the cell sources below.
+"""Write ``implicit_feedback.ipynb`` from the cell sources below, with the outputs of a run.
 
-Edit the cells here, then run ``python notebooks/make_implicit_feedback.py``; the notebook is
-stored without outputs and is executed top to bottom by ``tests/test_notebooks.py``.
+Edit the cells here, then run ``cd notebooks && python make_implicit_feedback.py``: the notebook is executed top to
+bottom and stored with its outputs (tables, printed results, plots), so it reads complete on a
+code host. ``tests/test_notebooks.py`` checks that the stored notebook matches these cells and
+ran, and executes it again against the current library.
 """
 
 from __future__ import annotations
