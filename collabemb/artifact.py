@@ -14,6 +14,8 @@ An artifact is a store (:mod:`collabemb.store`): ``DIR/CURRENT`` points at the c
                          u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32, finite
     seen_indptr.npy, seen_items.npy  training (user, item) pairs as an int64/int32 CSR of rows
     item_metadata.parquet  optional: an ``item`` column of raw IDs plus titles, genres, ...
+    MODEL_CARD.md        the model card (:mod:`collabemb.model_card`), UTF-8 Markdown; artifacts
+                         written before cards have none, and nothing needs it to load a model
     index-*.faiss        optional: the bytes of a similarity index (collabemb.index builds
                          and checks them; this module stores them)
 
@@ -47,12 +49,13 @@ from safetensors.torch import save as save_safetensors
 from collabemb.fitted import FittedModel, ModelIdentity, StoredIndex
 from collabemb.history import FitHistory
 from collabemb.interactions import SeenItems
+from collabemb.model_card import model_card
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.registry import IdRegistry
 from collabemb.schema import CONFIG, CONFIG_MAX_BYTES, REGISTRY, REGISTRY_MAX_BYTES, ArtifactError, parse_json
 from collabemb.store import Snapshot, SnapshotWriter, open_snapshot, store_path, write_snapshot, writer_lock
 
-__all__ = ["ArtifactError", "load_model", "read_config", "save_model", "writer_lock"]
+__all__ = ["ArtifactError", "load_model", "read_config", "read_model_card", "save_model", "writer_lock"]
 
 FORMAT = "collabemb-artifact"
 SCHEMA_VERSION = 2
@@ -61,6 +64,9 @@ TENSORS_FILE = "tensors.safetensors"
 METADATA_FILE = "item_metadata.parquet"
 SEEN_INDPTR_FILE = "seen_indptr.npy"
 SEEN_INDICES_FILE = "seen_items.npy"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+#: A card is a page of text; a larger file is refused before it is read.
+MODEL_CARD_MAX_BYTES = 1 << 20
 
 
 def save_model(fitted: FittedModel, directory: str | os.PathLike) -> Path:
@@ -114,6 +120,7 @@ def write_model_files(
     writer.write("items.json", _json_bytes(module.items.to_dict()))
     tensors = {name: getattr(module, name).weight.detach().to("cpu", torch.float32).contiguous() for name in TABLE_NAMES}
     writer.write(TENSORS_FILE, save_safetensors(tensors, metadata={"format": FORMAT, **_bound(module)}))
+    writer.write(MODEL_CARD_FILE, model_card(fitted).encode("utf-8"))
     config = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -198,6 +205,20 @@ def read_config(directory: str | os.PathLike) -> dict:
         config = parse_json(snapshot.read(CONFIG_FILE, max_bytes=CONFIG_MAX_BYTES), path, CONFIG)
     _check_config(path.parent, config)
     return config
+
+
+def read_model_card(directory: str | os.PathLike) -> str | None:
+    """The artifact's MODEL_CARD.md (for ``collabemb info``), verified against the manifest; None for an
+    artifact written before cards (it has none)."""
+    with open_snapshot(directory, "artifact", also=("checkpoint",)) as snapshot:
+        if not snapshot.has(MODEL_CARD_FILE):
+            return None
+        path = snapshot.directory / MODEL_CARD_FILE
+        data = snapshot.read(MODEL_CARD_FILE, max_bytes=MODEL_CARD_MAX_BYTES)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def _check_config(root: Path, config: dict) -> None:

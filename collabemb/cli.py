@@ -445,33 +445,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from collabemb.artifact import read_config
+    from collabemb.artifact import read_config, read_model_card
+    from collabemb.model_card import info_report
 
     fitted = _load(args.artifact)
-    config = read_config(args.artifact)
-    identity = fitted.identity
-    print(f"artifact      {Path(args.artifact).resolve()}")
-    print(f"model         {config['model']}  (schema {config['schema_version']}, created {config['created']})")
-    print(f"family        {identity.family}; fold-in for new IDs: {identity.fold_in or 'none (row 0 answers them)'}")
-    for name, registry in (("users", fitted.users), ("items", fitted.items)):
-        first = ", ".join(repr(v) for v in registry.ids[:5].tolist()) + (", ..." if len(registry) > 5 else "")
-        print(f"{name:<14}{len(registry)} {registry.id_type} IDs, rows 1..{len(registry)}; first: {first}")
-    print(f"row 0         the unknown slot, {identity.row0_text}; any ID not listed above maps there")
-    print(f"factors       {fitted.n_factors}; y_range {fitted.y_range}")
-    recorded = {k: v for k, v in identity.to_dict().items() if k not in ("family", "row0") and v is not None}
-    if recorded:
-        print("identity      " + ", ".join(f"{k} {v}" for k, v in recorded.items()))
-    print(f"seen pairs    {len(fitted.seen_items)} training (user, item) pairs; recommend and evaluate leave them out")
-    if not fitted.item_metadata.empty:
-        print(f"item metadata {len(fitted.item_metadata)} rows; columns {', '.join(map(str, fitted.item_metadata.columns))}")
-    if config.get("index"):
-        print("index         " + ", ".join(f"{k} {v}" for k, v in config["index"].items() if k != "files"))
-    h = fitted.history
-    if h.epoch:
-        v = f", validation RMSE {h.valid_rmse[-1]:.4f}" if h.valid_rmse[-1] is not None else ""
-        print(f"training      {len(h.epoch)} epochs, train RMSE {h.train_rmse[-1]:.4f}{v}; params {h.params}")
-    elif h.params:
-        print(f"training      one solve; params {h.params}")
+    print(info_report(fitted, read_config(args.artifact), Path(args.artifact).resolve(), read_model_card(args.artifact)))
     return 0
 
 

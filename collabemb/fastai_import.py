@@ -36,6 +36,7 @@ from collabemb.data import Ratings, read_ratings
 from collabemb.fitted import FittedModel, ModelIdentity
 from collabemb.history import FitHistory
 from collabemb.interactions import SeenItems
+from collabemb.model_card import data_facts, library_versions
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.registry import UNKNOWN_ROW, IdRegistry
 from collabemb.settings import ENGINE_DEFAULTS
@@ -91,16 +92,19 @@ def from_fastai(learn, *, unknown_row: UnknownRow = "untrained") -> FittedModel:
     user_rows = _relabel(fitted.users, learn.dls.classes[user])[codes[user].to_numpy(np.int64)]
     item_rows = _relabel(fitted.items, learn.dls.classes[item])[codes[item].to_numpy(np.int64)]
     fitted.seen_items = SeenItems.from_rows(user_rows, item_rows, fitted.users.n_rows)
-    fitted.history.params["n_train"] = len(codes)
-    if unknown_row == "fitted":
-        ratings = pd.DataFrame(
+    known = (user_rows != UNKNOWN_ROW) & (item_rows != UNKNOWN_ROW)
+    trained = read_ratings(
+        pd.DataFrame(
             {
-                "user": fitted.users.decode(user_rows),
-                "item": fitted.items.decode(item_rows),
-                "rating": np.asarray(train.ys.iloc[:, 0], dtype=np.float64),
+                "user": fitted.users.decode(user_rows[known]),
+                "item": fitted.items.decode(item_rows[known]),
+                "rating": np.asarray(train.ys.iloc[:, 0], dtype=np.float64)[known],
             }
         )
-        fit_unknown_rows(fitted, ratings[(user_rows != UNKNOWN_ROW) & (item_rows != UNKNOWN_ROW)])
+    )
+    fitted.history.params.update(n_train=len(codes), n_valid=len(learn.dls.valid_ds), **data_facts(trained, fitted.users, fitted.items))
+    if unknown_row == "fitted":
+        fit_unknown_rows(fitted, trained)
     return fitted
 
 
@@ -161,7 +165,8 @@ def from_fastai_parts(
     if y_range is not None:
         y_range = (float(y_range[0]), float(y_range[1]))
     module = EmbeddingDotBias(users, items, k, y_range, tables=tables)
-    params = {"source": "fastai", "fastai_version": _fastai_version(), "n_factors": k, "user_column": str(user), "item_column": str(item)}
+    params = {"source": "fastai", "fastai_version": _fastai_version(), "n_factors": k, "y_range": list(y_range) if y_range else None}
+    params.update(user_column=str(user), item_column=str(item), versions=library_versions("rating"))
     log.info("imported a fastai EmbeddingDotBias: %d users, %d items, %d factors, row 0 %s", len(users), len(items), k, unknown_row)
     return FittedModel(module, ModelIdentity(family="rating", row0=unknown_row), FitHistory(params=params))
 

@@ -192,6 +192,10 @@ class FittedModel:
         """``((n_rows, k) float32 weights, (n_rows,) float32 biases)`` of one table (numpy)."""
         return self.module.tables(table)
 
+    def rows(self, raw_ids, table: Table = "item", *, unknown: Unknown = "unknown_slot") -> np.ndarray:
+        """(n,) int64 table rows of raw IDs (:meth:`EmbeddingDotBias.rows`); unseen IDs get row 0."""
+        return self.module.rows(raw_ids, table, unknown=unknown)
+
     def weight(self, raw_ids, table: Table | None = None, *, is_item: bool | None = None, unknown: Unknown = "unknown_slot") -> np.ndarray:
         """(n, n_factors) float32 embeddings of raw IDs (:meth:`EmbeddingDotBias.weight`: ``table`` or
         fastai's ``is_item``, items by default); unseen IDs get the unknown row 0."""

@@ -77,6 +77,7 @@ from collabemb.data import Ratings, read_ratings
 from collabemb.fitted import FittedModel, ModelIdentity
 from collabemb.history import FitHistory
 from collabemb.interactions import SeenItems, encode
+from collabemb.model_card import data_facts, library_versions
 from collabemb.models import EmbeddingDotBias
 from collabemb.registry import IdRegistry
 
@@ -139,7 +140,8 @@ def fit_implicit(
 
     Returns:
         A fitted model with ``y_range=None``; its ``identity`` names the family and what a
-        fold-in needs, ``history.params`` records the hyperparameters, counts and ``fit_seconds``.
+        fold-in needs, ``history.params`` records the hyperparameters, counts, ``fit_seconds`` and
+        the data facts and library versions of the model card (:mod:`collabemb.model_card`).
     """
     if model not in FAMILIES:
         raise ValueError(f"model must be one of {', '.join(map(repr, FAMILIES))}, got {model!r}")
@@ -169,8 +171,9 @@ def fit_implicit(
         alpha=hyper.get("alpha"),
     )
     counts = {"n_train": len(train), "n_interactions": int(matrix.nnz), "n_dropped": len(train) - int(matrix.nnz)}
-    params = {"n_factors": n_factors, **hyper, "seed": seed, "threads": threads, **counts}
-    history = FitHistory(params={**params, "fit_seconds": seconds, "implicit_version": version("implicit")})
+    params = {"n_factors": n_factors, **hyper, "seed": seed, "threads": threads, **counts, **data_facts(train, users, items)}
+    facts = {"fit_seconds": seconds, "implicit_version": version("implicit"), "versions": library_versions(model)}
+    history = FitHistory(params={**params, **facts})
     return FittedModel(module, identity, history, SeenItems.from_csr(matrix))
 
 
@@ -189,7 +192,8 @@ def fit_popularity(ratings: Ratings | pd.DataFrame | str | os.PathLike, *, thres
     zeros_i = np.zeros((len(items), 1), np.float32)
     module = _model_from_tables(users, items, zeros_u, np.zeros(len(users), np.float32), zeros_i, counts)
     identity = ModelIdentity(family=POPULARITY, row0="mean_count", threshold=_plain(threshold))
-    history = FitHistory(params={"n_train": len(train), "n_interactions": int(matrix.nnz), "n_dropped": len(train) - int(matrix.nnz)})
+    counts = {"n_train": len(train), "n_interactions": int(matrix.nnz), "n_dropped": len(train) - int(matrix.nnz)}
+    history = FitHistory(params={**counts, **data_facts(train, users, items), "versions": library_versions(POPULARITY)})
     return FittedModel(module, identity, history, SeenItems.from_csr(matrix))
 
 

@@ -66,6 +66,7 @@ from collabemb.engines import Engine
 from collabemb.fitted import FittedModel, ModelIdentity
 from collabemb.history import FitHistory
 from collabemb.interactions import Interactions, encode
+from collabemb.model_card import data_facts, library_versions
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.schema import CHECKPOINT_STATE, CHECKPOINT_STATE_MAX_BYTES, ArtifactError, parse_json
 from collabemb.settings import FitSettings
@@ -139,11 +140,13 @@ def fit(
 
 def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkpoint, resume, on_epoch) -> FittedModel:
     data = encode(train)
+    facts = data_facts(train, data.users, data.items)  # for the model card: rating range, time span, counts
     del train
     n_valid = len(valid) if valid is not None else 0
     params = {**settings.to_dict(), "n_train": len(data), "n_valid": n_valid}
     params["valid_sample"] = min(n_valid, settings.valid_sample or n_valid)
     params["optimizer"] = "adagrad-rowwise" if settings.engine == "fast" else "adam"
+    params.update(facts, versions=library_versions("rating"))
     fingerprint = _data_fingerprint(data) if (checkpoint is not None or resume is not None) else None
     resumed = _read_checkpoint(Path(resume), settings, fingerprint, data) if resume is not None else None
 

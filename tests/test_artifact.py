@@ -38,6 +38,7 @@ def test_save_then_load_gives_identical_predictions_registries_and_history(model
     snap = snapshot_of(tmp_path / "art")
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [".lock", "CURRENT", snap.name]
     assert sorted(p.name for p in snap.iterdir()) == [
+        "MODEL_CARD.md",
         "config.json",
         "items.json",
         "manifest.json",

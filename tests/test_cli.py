@@ -231,9 +231,11 @@ def test_fit_implicit_takes_n_factors_and_info_prints_its_identity(split_files, 
     assert "trained als" in out and "6 factors" in out and "row 0, the unknown slot: the mean of the known rows" in out
     code, out, err = run_here(capsys, "info", str(tmp_path / "als"))
     assert code == 0, err
-    assert "family        als; fold-in for new IDs: als" in out
-    assert "row 0         the unknown slot, the mean of the known rows (not trained)" in out
-    assert "threshold 3.0, weighting binary, regularization 20.0, alpha 5.0" in out
+    assert "# Model card: als model (EmbeddingDotBias, 6 factors)" in out
+    assert "What it holds: the mean of the known rows (not trained)." in out
+    assert "with ALS's closed-form solve (collabemb.fold_in_als), regularization 20, alpha 5." in out
+    for setting in ("| threshold      | 3 |", "| weighting      | binary |", "| regularization | 20 |", "| alpha          | 5 |"):
+        assert setting in out
     code, out, err = run_here(capsys, "evaluate", str(tmp_path / "als"), str(root / "test.csv"), "-k", "5")
     assert code == 0, err
     assert "relevant: rating >= 3 (the model's training threshold)" in out and "rmse" not in metric_table(out)
@@ -246,7 +248,7 @@ def test_demo_trains_on_the_bundled_sample_and_says_where_it_wrote(tmp_path):
     assert f"wrote artifact {tmp_path / 'demo'}" in result.stdout
     assert pd.read_json(snapshot_of(tmp_path / "demo") / "users.json", typ="series")["id_type"] == "int"
     info = run("info", str(tmp_path / "demo"))
-    assert "item metadata 1600 rows; columns item, title, genres" in info.stdout
+    assert "- Item metadata: 1600 rows; columns item, title, genres" in info.stdout
 
 
 # --- using an artifact -------------------------------------------------------------------------
@@ -262,14 +264,22 @@ def test_predict_prints_csv_with_known_flags(trained):
     assert lines[3].startswith("9999,1,") and lines[3].endswith(",False,True")
 
 
-def test_info_describes_rows_the_unknown_slot_and_the_seen_pairs(trained):
+def test_info_prints_the_path_and_the_model_card_with_rows_the_unknown_slot_and_the_seen_pairs(trained):
     root, _ = trained
     result = run("info", str(root / "art"))
     assert result.returncode == 0, result.stderr
-    assert "users         120 int IDs, rows 1..120; first: 1, 2, 3, 4, 5, ..." in result.stdout
-    assert "row 0         the unknown slot, trained: routed training ratings" in result.stdout
-    assert "family        rating; fold-in for new IDs: rating" in result.stdout
-    assert "seen pairs    3240 training (user, item) pairs" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"artifact      {(root / 'art').resolve()}"
+    assert lines[2] == "family        rating; fold-in for new IDs: rating"
+    assert lines[3].startswith("row 0         the unknown slot, trained: routed training ratings")
+    assert lines[4] == "index         none stored (collabemb index builds one)"
+    card = (snapshot_of(root / "art") / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert result.stdout.endswith(card)  # the stored card, as written
+    assert "- Users: 120 int IDs (rows 1..120); first: 1, 2, 3, 4, 5, ..." in card
+    assert "What it holds: trained: routed training ratings" in card
+    assert "New users and items can be folded in from a few of their ratings" in card
+    assert "- Training (user, item) pairs stored: 3240" in card
+    assert "- Validation ratings: 360" in card
 
 
 def test_export_writes_a_table_without_row_0(trained, capsys):
