@@ -34,6 +34,7 @@ PLOTS = {
     "implicit_feedback.ipynb": 0,
     "similar_and_cold_start.ipynb": 0,
     "embeddings_as_features.ipynb": 2,  # plot_pca and plot_bias
+    "fastai_to_xgboost.ipynb": 1,  # train vs test RMSE of the three feature sets
 }
 
 
