@@ -183,6 +183,22 @@ def _pipelines_fit_and_predict(X, y):
     assert np.isfinite(plain.predict(new[["user", "item"]])).all()
 
 
+def test_pipeline_with_xgboost_and_pandas_output(data):
+    """XGBoost, the library users name, behind a ColumnTransformer with pandas output (column names kept)."""
+    xgboost = pytest.importorskip("xgboost")
+    X, y = data
+    cf = ColumnTransformer([("cf", features(cv=3), ["user", "item"])], remainder="passthrough").set_output(transform="pandas")
+    booster = xgboost.XGBRegressor(n_estimators=20, max_depth=3, tree_method="hist", n_jobs=1, random_state=0)
+    pipe = make_pipeline(cf, booster).fit(X, y)
+    assert list(booster.get_booster().feature_names) == [*(f"cf__{n}" for n in NAMES), "remainder__timestamp"]
+    new = pd.DataFrame({"user": [1, 99_999], "item": [88_888, 4], "timestamp": [5, 6]})
+    pred = pipe.predict(new)
+    assert pred.shape == (2,) and np.isfinite(pred).all()
+    # the training rows' features were cross-fitted: they differ from what the full model gives them
+    crossed = cf.fit_transform(X, y)
+    assert not np.allclose(crossed.to_numpy(), cf.transform(X).to_numpy())
+
+
 def test_exported_lazily_from_the_package():
     assert ce.EmbeddingFeatures is EmbeddingFeatures
     assert "EmbeddingFeatures" in ce.__all__
