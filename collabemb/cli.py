@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_training_commands(sub)
     _add_model_commands(sub)
     _add_search_commands(sub)
+    _add_app_commands(sub)
     return parser
 
 
@@ -268,6 +269,17 @@ def _add_search_commands(sub) -> None:
     p = _command(sub, "index", "build a FAISS similarity index and store it in the artifact", _cmd_index, "artifact directory (rewritten)")
     p.add_argument("--parts", nargs="+", choices=INDEX_PARTS, default=["items", "recommend"], help="which searches to index")
     _add_index_options(p, stored=False)
+
+
+def _add_app_commands(sub) -> None:
+    p = _command(sub, "serve", "answer JSON over HTTP and serve the explorer page (pip install collabemb[serve])", _cmd_serve)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; a non-loopback one requires --token")
+    p.add_argument("--port", type=option_type(int, 0, 65535), default=8000, help="TCP port (0: any free port, printed)")
+    p.add_argument("--workers", type=option_type(int, 1, 64), default=1, help="server processes")
+    p.add_argument("--token", help="bearer token every request but /healthz must carry (default: $COLLABEMB_TOKEN)")
+    p = _command(sub, "explore", "write the embedding explorer as one static HTML file (no server needed)", _cmd_explore)
+    p.add_argument("--html", required=True, metavar="FILE", help="HTML file to write")
+    p.add_argument("--top", type=K, default=300, help="the most-rated items whose neighbours are precomputed")
 
 
 def _add_index_options(p: argparse.ArgumentParser, *, stored: bool = True) -> None:
@@ -566,4 +578,22 @@ def _cmd_index(args: argparse.Namespace) -> int:
         save_model(fitted, args.artifact)
     built = ", ".join(f"{name} ({index_type})" for name, index_type in fitted.index.parts.items())
     print(f"built {built} in {time.perf_counter() - t0:.1f} s, metric {args.metric}; stored in {Path(args.artifact).resolve()}")
+    return 0
+
+
+# --- applications ----------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from collabemb.serve import run_server
+
+    token = args.token if args.token is not None else os.environ.get("COLLABEMB_TOKEN")
+    return run_server(Path(args.artifact), host=args.host, port=args.port, workers=args.workers, token=token)
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from collabemb.explorer import write_explorer
+
+    out = write_explorer(_load(args.artifact), Path(args.html), top=args.top)
+    print(f"wrote {out}")
     return 0
