@@ -214,15 +214,55 @@ def plot_pca(
     else:
         pts = xy[chosen]
         ax.scatter(pts[:, 0], pts[:, 1], s=28, color="tab:blue", zorder=3)
-    for idx in chosen:
-        ax.annotate(labels.iloc[idx], xy[idx], xytext=(3, 3), textcoords="offset points", fontsize=7, zorder=4)
     ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of variance)")
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% of variance)" if len(ratio) > 1 else "PC2")
-    ax.set_title(f"Item embeddings, first two principal components; labelled: {how}", fontsize=10)
     ax.axhline(0, color="0.9", lw=0.8, zorder=0)
     ax.axvline(0, color="0.9", lw=0.8, zorder=0)
+    ax.set_title(f"Item embeddings, first two principal components\nmarked: {how}", fontsize=10)
+    placed = _place_labels(ax, xy, chosen, labels)
+    if placed < len(chosen):
+        how += f"; {placed} labelled, {len(chosen) - placed} not (their labels would overlap)"
+    ax.set_title(f"Item embeddings, first two principal components\nmarked: {how}", fontsize=10)
     _save(fig, out, dpi)
     return fig
+
+
+#: Where a label may sit around its point (offset in points, alignment), tried in this order.
+_LABEL_SPOTS = ((4, 3, "left", "bottom"), (-4, 3, "right", "bottom"), (4, -3, "left", "top"), (-4, -3, "right", "top"))
+
+
+def _place_labels(ax, xy: np.ndarray, chosen: np.ndarray, labels: pd.Series) -> int:
+    """Label the ``chosen`` rows of ``xy`` in order, each at the first spot around its point where the
+    label stays inside the axes and overlaps no label placed before; a label with no such spot is
+    left out (its point stays marked). Returns how many were placed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = ax.figure
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()  # the constrained layout and the axis limits, as they will be saved
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken: list = []
+    for idx in chosen:
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            text = ax.annotate(
+                str(labels.iloc[idx]),
+                xy[idx],
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=7.5,
+                zorder=4,
+                bbox={"boxstyle": "round,pad=0.12", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+            )
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in taken):
+                taken.append(box.expanded(1.04, 1.15))
+                break
+            text.remove()
+    return len(taken)
 
 
 def plot_bias(

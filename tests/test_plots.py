@@ -200,3 +200,19 @@ def test_cli_plot_bias_with_a_metadata_file(fitted, tmp_path):
     args += ["--metadata", str(tmp_path / "m.csv"), "--metadata-id-col", "movie", "--label-col", "name"]
     assert main(args) == 0
     png_shape(tmp_path / "b.png")
+
+
+def test_pca_labels_never_overlap_and_stay_inside_the_map(fitted):
+    """With every item marked, labels that would overlap are left out (the title says how many); the
+    placed ones overlap no other label and lie inside the axes."""
+    model, train = fitted
+    fig = ce.plot_pca(model, n=40, ratings=train, figsize=(4.0, 3.0))  # too small for 40 labels
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    frame = ax.get_window_extent(renderer)
+    assert 0 < len(boxes) < 40
+    assert f"{len(boxes)} labelled, {40 - len(boxes)} not (their labels would overlap)" in ax.get_title()
+    for i, box in enumerate(boxes):
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :])
