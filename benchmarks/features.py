@@ -22,17 +22,27 @@ On MovieLens 100K fold u1 (read from ``../shared/data/ml-100k``):
 3. **Timings** on synthetic tables: ``write_embeddings`` of 1M x 64 float32 rows to parquet
    (and npy), and ``to_features`` on a 1M-row frame (user and item columns); medians of
    ``--repeats`` runs.
+4. **Leaky vs cross-fitted features** (``crossfit.py``): XGBoost and HistGradientBoosting on all of
+   u1.base with (a) label-encoded IDs, (b) features of a model fitted on the same rows, (c) the
+   cross-fitted features of ``EmbeddingFeatures.fit_transform``; each alone and with the user and
+   item side columns; medians of ``--seeds`` seeds. Bar: (c) beats (a) and (b) with XGBoost.
+5. **fastai import round trip** (``fastai_roundtrip.py``, its own process): fastai's collab
+   learner trained on u1.base, imported with ``from_fastai``; max abs prediction difference
+   against ``learn.get_preds`` on u1.test (bar: 1e-5) and the seconds each step takes.
 
-    flock /tmp/collabemb-bench.lock python benchmarks/features.py [--data ../shared/data/ml-100k] [--repeats 5]
+    flock /tmp/collabemb-bench.lock python benchmarks/features.py [--parts regression,probe,timings,crossfit,fastai] [--seeds 5]
 
 Prints the tables and appends them to benchmarks/RESULTS.md with date, machine and command.
-Needs scikit-learn (``pip install -e ".[bench]"``).
+Needs scikit-learn, XGBoost and fastai (``bash .ci/install`` installs them; or
+``pip install -e ".[bench,xgboost,fastai]"`` then ``pip install --no-deps fastai``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,12 +55,14 @@ from threadpoolctl import threadpool_limits
 
 import collabemb as ce
 
+import crossfit
 from machine import append_results
 
 HERE = Path(__file__).resolve().parent
 AGE_BRACKETS = ([0, 25, 35, 45, 200], ["<25", "25-34", "35-44", "45+"])
 RIDGE_ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0)
 PROBE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+CROSSFIT_SETTINGS = {"n_factors": 32, "epochs": 10}
 
 
 def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -214,6 +226,19 @@ def timings(repeats: int, seed: int) -> dict[str, list[float]]:
     return out
 
 
+PARTS = ("regression", "probe", "timings", "crossfit", "fastai")
+
+
+def fastai_roundtrip(data: Path, fold: int, seed: int) -> dict:
+    """benchmarks/fastai_roundtrip.py in its own process (importing fastai patches torch)."""
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "fastai_roundtrip.py"), str(data), str(fold), str(seed)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"fastai round trip failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "ml-100k"))
@@ -223,42 +248,79 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="scikit-learn n_jobs for the random forest")
     parser.add_argument("--sk-threads", type=int, default=1, help="OpenMP / BLAS threads for scikit-learn (threadpoolctl)")
     parser.add_argument("--repeats", type=int, default=5, help="timing runs (medians are reported)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the cross-fitting comparison (medians are reported)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts to run, of {', '.join(PARTS)}")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args()
+    parts = [p for p in args.parts.split(",") if p]
+    if set(parts) - set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)}; got {args.parts}")
     data = Path(args.data)
-
     train, test = ce.read_split(data / f"u{args.fold}.base", data / f"u{args.fold}.test", layout="ml-100k")
+    checks, lines = [], []
+    if "regression" in parts or "probe" in parts:
+        model, fit_s = fitted_on_fit_part(train, args)
+        with threadpool_limits(args.sk_threads):  # OpenMP spinning on shared cores made boosting 10x slower
+            if "regression" in parts:
+                print("rating regression on the test part:")
+                reg_rows = regression(train, *ce.split_random(train, 0.1, seed=args.seed), test, model, args)
+                rmse_of = {r[0][:3]: min(x[2] for x in reg_rows if x[0][:3] == r[0][:3]) for r in reg_rows}
+                checks.append(("(c) test RMSE below (a) and (b)", rmse_of["(c)"] < min(rmse_of["(a)"], rmse_of["(b)"])))
+                lines += regression_lines(reg_rows, fit_s, args)
+            if "probe" in parts:
+                print("probe: demographics from user embeddings (5-fold CV over users):")
+                probe_rows = probe(model, data, args.seed)
+                checks.append(("probe beats the majority class (accuracy, every target)", all(r[2] > r[3] for r in probe_rows)))
+                lines += probe_lines(probe_rows)
+    if "timings" in parts:
+        print(f"timings ({args.repeats} runs; synthetic 1M users x 64 factors, 1M-row frame):")
+        times = timings(args.repeats, args.seed)
+        checks.append(("parquet export of 1M x 64 <= 5 s (median)", statistics.median(times["parquet"]) <= 5.0))
+        checks.append(("to_features on 1M rows <= 2 s (median)", statistics.median(times["features"]) <= 2.0))
+        lines += timing_lines(times, args)
+    if "crossfit" in parts:
+        print(f"leaky vs cross-fitted features, XGBoost and HistGradientBoosting ({args.seeds} seeds):")
+        with threadpool_limits(args.sk_threads):
+            results = crossfit.run(train, test, data, seeds=args.seeds, threads=args.sk_threads, settings=CROSSFIT_SETTINGS)
+        for side in (False, True):
+            m = crossfit.medians(results, "XGBoost", side)
+            with_side = " with side columns" if side else ""
+            checks.append((f"XGBoost{with_side}: (c) cross-fitted below (a) and (b) (medians)", m["(c)"] < min(m["(a)"], m["(b)"])))
+        lines += crossfit_lines(results, args)
+    if "fastai" in parts:
+        print("fastai import round trip (fastai trains in its own process):")
+        trip = fastai_roundtrip(data, args.fold, args.seed)
+        print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in trip.items()))
+        checks.append(("fastai import matches get_preds to 1e-5", trip["max_abs_diff"] <= 1e-5))
+        lines += fastai_lines(trip, args)
+    for name, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    lines += ["", "Bar: " + "; ".join(f"{name}: {'pass' if ok else 'FAIL'}" for name, ok in checks) + "."]
+    if not args.no_write:
+        append_results(
+            HERE / "RESULTS.md",
+            title=f"Embeddings as features on MovieLens 100K u{args.fold} (benchmarks/features.py)",
+            command="python benchmarks/features.py " + " ".join(sys.argv[1:]),
+            body="\n".join(lines),
+        )
+    if not all(ok for _, ok in checks):
+        sys.exit(1)
+
+
+def fitted_on_fit_part(train: ce.Ratings, args) -> tuple[ce.FittedModel, float]:
+    """collabemb (defaults) fitted on the 90% fit part of ``train``, saved and loaded back."""
     fit_part, holdout = ce.split_random(train, 0.1, seed=args.seed)
     t0 = time.perf_counter()
     model = ce.fit(fit_part, seed=args.seed, progress=False)
     fit_s = time.perf_counter() - t0
-    print(
-        f"u{args.fold}: {len(train)} training ({len(fit_part)} fit + {len(holdout)} holdout) / {len(test)} test ratings; "
-        f"collabemb fit (defaults) on the fit part in {fit_s:.1f} s",
-        flush=True,
-    )
+    print(f"u{args.fold}: {len(train)} training ({len(fit_part)} fit + {len(holdout)} holdout) ratings; collabemb fit in {fit_s:.1f} s")
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:  # the features come from the saved artifact, as a user gets them
         ce.save_model(model, Path(tmp) / "u1-model")
-        model = ce.load_model(Path(tmp) / "u1-model")
-    with threadpool_limits(args.sk_threads):  # OpenMP spinning on shared cores made boosting 10x slower
-        print("rating regression on the test part:")
-        reg_rows = regression(train, fit_part, holdout, test, model, args)
-        print("probe: demographics from user embeddings (5-fold CV over users):")
-        probe_rows = probe(model, data, args.seed)
-    print(f"timings ({args.repeats} runs; synthetic 1M users x 64 factors, 1M-row frame):")
-    times = timings(args.repeats, args.seed)
+        return ce.load_model(Path(tmp) / "u1-model"), fit_s
 
-    rmse_of = {r[0][:3]: min(x[2] for x in reg_rows if x[0][:3] == r[0][:3]) for r in reg_rows}
-    checks = [
-        ("(c) test RMSE below (a) and (b)", rmse_of["(c)"] < min(rmse_of["(a)"], rmse_of["(b)"])),
-        ("parquet export of 1M x 64 <= 5 s (median)", statistics.median(times["parquet"]) <= 5.0),
-        ("to_features on 1M rows <= 2 s (median)", statistics.median(times["features"]) <= 2.0),
-        ("probe beats the majority class (accuracy, every target)", all(r[2] > r[3] for r in probe_rows)),
-    ]
-    for name, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
 
-    lines = [
+def regression_lines(reg_rows, fit_s: float, args) -> list[str]:
+    return [
         f"Fold u{args.fold}; every learner trained on u{args.fold}.base only, split once (seed {args.seed}) into a 90% fit part and a "
         f"10% holdout. collabemb: `fit` defaults on the fit part ({fit_s:.1f} s), saved and reloaded. HistGradientBoosting (a, c): "
         "lr 0.1, trained on the fit part, early stopping (10 rounds) on the holdout, whose ratings the embedding model never saw "
@@ -269,6 +331,11 @@ def main() -> None:
         "| --- | --- | ---: | ---: |",
         *[f"| {f} | {learner} | {r:.4f} | {'' if np.isnan(s) else f'{s:.1f}'} |" for f, learner, r, s in reg_rows],
         "",
+    ]
+
+
+def probe_lines(probe_rows) -> list[str]:
+    return [
         "Probe: logistic regression (standardised; C by inner 5-fold CV on log loss) on the user embedding + bias, "
         "5-fold stratified CV over the 943 users of `u.user`; the majority class predicts one label for everyone:",
         "",
@@ -276,25 +343,59 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *[f"| {name} | {n} | {a:.3f} | {b:.3f} | {ba:.3f} | {bb:.3f} | {auc:.3f} |" for name, n, a, b, ba, bb, auc, _ in probe_rows],
         "",
+    ]
+
+
+def timing_lines(times: dict[str, list[float]], args) -> list[str]:
+    def row(label: str, key: str) -> str:
+        return f"| {label} | {statistics.median(times[key]):.2f} | {', '.join(f'{v:.2f}' for v in times[key])} |"
+
+    return [
         f"Timings, median of {args.repeats} (synthetic model: 1,000,000 users x 64 factors; frame: 1,000,000 rows, ~5% unseen IDs):",
         "",
         "| operation | median s | runs |",
         "| --- | ---: | --- |",
-        f"| `write_embeddings` users -> parquet (1,000,001 rows x 64 + bias, atomic) | {statistics.median(times['parquet']):.2f} | {', '.join(f'{v:.2f}' for v in times['parquet'])} |",
-        f"| `write_embeddings` users -> npy directory | {statistics.median(times['npy']):.2f} | {', '.join(f'{v:.2f}' for v in times['npy'])} |",
-        f"| `to_features` user + item (1M rows -> 132 columns added) | {statistics.median(times['features']):.2f} | {', '.join(f'{v:.2f}' for v in times['features'])} |",
+        row("`write_embeddings` users -> parquet (1,000,001 rows x 64 + bias, atomic)", "parquet"),
+        row("`write_embeddings` users -> npy directory", "npy"),
+        row("`to_features` user + item (1M rows -> 132 columns added)", "features"),
         "",
-        "Bar: " + "; ".join(f"{name}: {'pass' if ok else 'FAIL'}" for name, ok in checks) + ".",
     ]
-    if not args.no_write:
-        append_results(
-            HERE / "RESULTS.md",
-            title=f"Embeddings as features on MovieLens 100K u{args.fold} (benchmarks/features.py)",
-            command="python benchmarks/features.py " + " ".join(sys.argv[1:]),
-            body="\n".join(lines),
-        )
-    if not all(ok for _, ok in checks):
-        sys.exit(1)
+
+
+def crossfit_lines(results: dict, args) -> list[str]:
+    cross_s = ", ".join(f"{s:.1f}" for s in results["seconds"])
+    settings = ", ".join(f"{k} {v}" for k, v in CROSSFIT_SETTINGS.items())
+    return [
+        f"Leaky vs cross-fitted embedding features (`benchmarks/crossfit.py`): every booster trained on all of u{args.fold}.base and "
+        f"scored on u{args.fold}.test, medians of {args.seeds} seeds (seed = EmbeddingFeatures random_state and booster random_state). "
+        "(a) label-encoded IDs; (b) leaky: `EmbeddingFeatures.fit(X, y).transform(X)`, a model fitted on the very rows the booster "
+        "learns from; (c) cross-fitted: `EmbeddingFeatures.fit_transform(X, y)`, 5 folds; test rows get the full model's features in "
+        f"(b) and (c). EmbeddingFeatures settings: {settings}. Side columns: u.user age, gender, occupation code; u.item year and 19 "
+        f"genre flags. Boosters, fixed for every feature set: XGBoost hist, {crossfit.ROUNDS} rounds, lr {crossfit.LEARNING_RATE}, "
+        f"depth 6; HistGradientBoosting {crossfit.ROUNDS} rounds, lr {crossfit.LEARNING_RATE}, no early stopping; "
+        f"{args.sk_threads} thread(s). Cross-fitting (6 collabemb fits) took {cross_s} s per seed.",
+        "",
+        *crossfit.table(results),
+        "",
+    ]
+
+
+def fastai_lines(trip: dict, args) -> list[str]:
+    return [
+        f"fastai import round trip (`benchmarks/fastai_roundtrip.py`, fastai's lesson settings: 50 factors, y_range (0, 5.5), "
+        f"bs 64, `fit_one_cycle(5, 5e-3, wd=0.1)` on u{args.fold}.base with a 10% validation split, seed {args.seed}):",
+        "",
+        "| measure | value |",
+        "| --- | ---: |",
+        f"| max abs difference, collabemb vs `learn.get_preds`, all {trip['n_test']} u{args.fold}.test pairs "
+        f"({trip['n_unseen_pairs']} with an unseen ID) | {trip['max_abs_diff']:.2e} |",
+        f"| test RMSE fastai / imported | {trip['fastai_rmse']:.4f} / {trip['imported_rmse']:.4f} |",
+        f"| fastai training s | {trip['fastai_fit_s']:.1f} |",
+        f"| `from_fastai(learn)` s | {trip['import_s']:.3f} |",
+        f"| `save_model` + `load_model` s | {trip['save_load_s']:.3f} |",
+        f"| predict {trip['n_test']} pairs s: fastai `get_preds` / collabemb `predict` | {trip['get_preds_s']:.3f} / {trip['predict_s']:.3f} |",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def _metadata(fitted: FittedModel, metadata: pd.DataFrame | None, id_col: str = 
     return metadata.rename(columns={id_col: "item"})
 
 
-def _categories(fitted: FittedModel, meta: pd.DataFrame | None, color_by: str) -> pd.Series:
+def item_categories(fitted: FittedModel, meta: pd.DataFrame | None, color_by: str) -> pd.Series:
     """One category per known item from metadata column ``color_by``.
 
     Multi-valued fields (``"Comedy|Drama"``) give each item its *least common* value over the
@@ -198,7 +198,7 @@ def plot_pca(
     ax = fig.add_subplot()
     ax.scatter(xy[:, 0], xy[:, 1], s=6, color="0.82", linewidths=0, label=f"all {len(xy)} items", zorder=1)
     if color_by is not None:
-        cats = _categories(fitted, meta, color_by).iloc[chosen]
+        cats = item_categories(fitted, meta, color_by).iloc[chosen]
         order = cats.value_counts().index.tolist()
         shown = order[:MAX_COLOURS]
         from matplotlib import colormaps
