@@ -38,6 +38,7 @@ import struct
 import time
 import warnings
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 import pandas as pd
@@ -368,7 +369,7 @@ def _read_npy(data: bytes, path: Path, dtype, length: int) -> np.ndarray:
         version = np.lib.format.read_magic(buffer)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, found = read_header(buffer, max_header_size=10_000)
-    except (ValueError, SyntaxError, TypeError) as exc:
+    except (ValueError, SyntaxError, TypeError, TokenError, RecursionError) as exc:  # numpy parses the header as a Python literal
         raise ArtifactError(f"{path}: not a .npy array ({exc})") from None
     if found != np.dtype(dtype) or len(shape) != 1 or fortran:
         raise ArtifactError(f"{path}: a {found} array of shape {shape}, expected a 1-d {np.dtype(dtype)} array")

@@ -22,7 +22,7 @@ _LAYER_MODULES = (
     "history fitted model_card artifact",  # 3 the fitted model and its artifact
     "train implicit_mf",  # 4 fitting
     "faiss_parts faiss_files index",  # 5 search
-    "coldstart export features sklearn_features fastai_import metrics plots explorer",  # 6 uses
+    "coldstart export features sklearn_features fastai_import metrics plots explorer explorer_page",  # 6 uses
     "cli_options cli __main__ serve serve_app serve_metrics",  # 7 the command line and the server
 )
 LAYERS = {name: layer for layer, names in enumerate(_LAYER_MODULES) for name in names.split()}

@@ -19,7 +19,21 @@ from collabemb import cli
 from conftest import planted_ratings, snapshot_of
 
 #: Every command there was before this CLI was rewritten, in the order --help lists them.
-COMMANDS = ("fit", "fit-implicit", "demo", "predict", "evaluate", "info", "export", "plot", "similar", "recommend", "index")
+COMMANDS = (
+    "fit",
+    "fit-implicit",
+    "demo",
+    "predict",
+    "evaluate",
+    "info",
+    "export",
+    "plot",
+    "similar",
+    "recommend",
+    "index",
+    "serve",
+    "explore",
+)
 SCRIPT = Path(sys.executable).with_name("collabemb")
 #: The installed console script, as a user runs it; else the module.
 COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "collabemb"]

@@ -1,0 +1,226 @@
+"""``collabemb serve``: the API of :mod:`collabemb.serve_app` under uvicorn, its processes and its signals.
+
+* **Only loopback without a token.** A host other than ``localhost`` / ``127.x`` / ``::1`` is refused
+  unless a token is given: every request but ``GET /healthz`` must then carry it.
+* **A bad artifact fails before the port is taken**: the artifact is loaded (and checked) first,
+  then the socket is bound, then uvicorn serves it (httptools and uvloop when installed, no access
+  log, uvicorn's own messages from ``warning`` up). One line on stdout says when it answers:
+  ``collabemb serve: listening on http://HOST:PORT (artifact ..., N users, M items)`` (the port the
+  system picked with ``--port 0``).
+* **One thread each.** FAISS, torch and BLAS run on one thread per process: a worker answers one
+  request at a time, and OpenMP threads spinning between requests would take the CPU from the
+  others (and from the clients, on a small machine).
+* **SIGHUP reloads the artifact in place** (:meth:`~collabemb.serve_app.ModelHolder.reload_soon`):
+  a thread loads the current snapshot and swaps the new model in; requests in flight finish on the
+  model they started with, and a failed reload keeps the old model and says why on stderr. A
+  SIGHUP while the snapshot served is still the current one does nothing.
+* **--workers N** runs uvicorn's supervisor (``uvicorn.supervisors.Multiprocess``): N spawned worker
+  processes share the one bound socket, each loading the artifact itself. uvicorn 0.54 answers
+  SIGHUP by restarting the workers one after the other (each new one started and ready before
+  the old one is stopped): fresh interpreters importing torch again, seconds of mixed answers per
+  worker, and idle keep-alive connections closed. Here the supervisor passes SIGHUP on to every
+  worker instead, and each reloads in place as a single process does: no process, socket or
+  connection is replaced, so no request is dropped; for the second or so the loads take, some
+  workers answer from the old model and some from the new. ``POST /v1/reload`` reloads the worker
+  that takes it and sends SIGHUP to the supervisor, which passes it on (that worker, already up to
+  date, skips it). A worker that dies is replaced by uvicorn with a fresh one (loading the current
+  snapshot); one that cannot load it stops the server, as uvicorn stops on a worker that fails to
+  start. ``/metrics`` counts per worker process.
+* **SIGINT (Ctrl-C) and SIGTERM** shut down gracefully (requests in flight are answered, for up to
+  30 s) and the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+if TYPE_CHECKING:
+    from collabemb.serve_app import ModelHolder
+
+#: Seconds a worker process may take to load the artifact and start answering.
+READY_TIMEOUT = 300
+GRACEFUL_SECONDS = 30
+
+
+def run_server(artifact: Path, *, host: str, port: int, workers: int, token: str | None) -> int:
+    """Serve ``artifact`` on ``host:port`` until SIGINT or SIGTERM; the exit status (0).
+
+    Raises ValueError for a non-loopback ``host`` without ``token`` and for workers that do not
+    start, :class:`~collabemb.artifact.ArtifactError` for a bad artifact, OSError for a port that
+    cannot be bound.
+    """
+    token = token or None
+    if token is None and not is_loopback(host):
+        raise ValueError(
+            f"--host {host} answers other machines too: give --token (or set COLLABEMB_TOKEN) so that only "
+            f"requests carrying it are answered, or bind to 127.0.0.1"
+        )
+    from collabemb.serve_app import create_app  # torch, pandas, FAISS: after the checks that need none of them
+
+    one_thread_each()
+    app = create_app(artifact, token=token)
+    served = app.state.holder.current
+    sock = _bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    line = (
+        f"collabemb serve: listening on http://{shown}:{sock.getsockname()[1]} "
+        f"(artifact {served.artifact}, {len(served.users.registry)} users, {len(served.items.registry)} items)"
+    )
+    if workers == 1:
+        _Server(_config(app), app.state.holder, line).run(sockets=[sock])
+        return 0
+    del app, served  # each worker loads its own
+    supervisor = _Supervisor(_config(functools.partial(_worker_app, str(artifact), token), workers=workers), [sock], line)
+    supervisor.run()
+    if supervisor.failed:
+        raise ValueError(f"a worker process could not start serving {artifact}; the lines above say why")
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def one_thread_each() -> None:
+    """FAISS (OpenMP), torch and BLAS on one thread in this process."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet: uvicorn's server does that), inheritable by workers."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app, *, workers: int = 1) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        factory=workers > 1,
+        workers=workers,
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server of one process: says the line once it answers; SIGHUP reloads; a signal that stopped
+    it is not raised again afterwards (uvicorn re-raises it, which would end the process with its status)."""
+
+    def __init__(self, config: uvicorn.Config, holder: ModelHolder, line: str):
+        super().__init__(config)
+        self.holder, self.line = holder, line
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(self.line, flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handlers = {signal.SIGINT: self.handle_exit, signal.SIGTERM: self.handle_exit, signal.SIGHUP: self._reload}
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _reload(self, signum, frame) -> None:
+        self.holder.reload_soon()
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor of N workers, but: the line is said once every worker answers, SIGHUP is passed
+    on to the workers (each reloads in place) rather than restarting them, and Ctrl-C stops a start-up."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], line: str):
+        super().__init__(config, sockets)
+        self.line, self.timed_out = line, False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: self.should_exit.set())
+
+    @property
+    def failed(self) -> bool:
+        """Whether a worker failed to start (or to load the artifact, when uvicorn replaced one): the server stopped for it."""
+        return self.timed_out or any(process.exitcode == STARTUP_FAILURE for process in self.processes)
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        for process in self.processes:
+            if not process.wait_until_ready(READY_TIMEOUT, self.should_exit):
+                self.timed_out = process.exitcode is None and not self.should_exit.is_set()
+                self.should_exit.set()
+                return
+        print(self.line, flush=True)
+
+    def handle_hup(self) -> None:
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+
+
+def _worker_app(artifact: str, token: str | None):
+    """The app of one worker process (uvicorn calls this in the worker): threads set, SIGHUP a reload."""
+    from collabemb.serve_app import create_app
+
+    one_thread_each()
+    try:
+        app = create_app(Path(artifact), token=token, notify=_tell_supervisor)
+    except Exception as exc:
+        print(f"collabemb serve: worker {os.getpid()} cannot load {artifact}: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
+    holder = app.state.holder
+    signal.signal(signal.SIGHUP, lambda signum, frame: holder.reload_soon())
+    return app
+
+
+def _tell_supervisor() -> None:
+    """After ``POST /v1/reload`` in a worker: SIGHUP to the supervisor, which passes it on to every worker."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(os.getppid(), signal.SIGHUP)
+
+
+__all__ = ["is_loopback", "one_thread_each", "run_server"]
