@@ -79,7 +79,10 @@ def million_artifact(out: Path) -> None:
     module = EmbeddingDotBias(
         ce.IdRegistry(np.arange(1, n_users + 1), name="user"), ce.IdRegistry(np.arange(1, n_items + 1), name="item"), k, tables=tables
     )
-    fitted = ce.FittedModel(module, ce.ModelIdentity(family="rating", row0="mean", weight_decay=0.1))
+    # 20 rated items per user, so recommend leaves something out, as for a trained model
+    user_rows = np.repeat(np.arange(1, n_users + 1), 20)
+    seen = ce.SeenItems.from_rows(user_rows, rng.integers(1, n_items + 1, len(user_rows)), n_users + 1)
+    fitted = ce.FittedModel(module, ce.ModelIdentity(family="rating", row0="mean", weight_decay=0.1), seen_items=seen)
     t0 = time.perf_counter()
     ce.build_index(fitted, parts=("items", "recommend"), index_type="hnsw")
     print(f"  built HNSW (items, recommend) over 1M items in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -284,6 +284,7 @@ class Part:
         fetch = np.minimum(np.left_shift(1, np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64)), ntotal)
         effort = np.zeros(nq, dtype=np.int64)  # doublings so far (for IVF: also of nprobe)
         pending = np.arange(nq)
+        global_rows = None if global_rows is None else np.unique(np.asarray(global_rows, dtype=np.int64))  # sorted: see _in_sorted
         excluded = _Exclusions(self_rows, global_rows, pair_keys, np.int64(stride))
         with _faiss_threads(self.settings.threads):
             while len(pending):
@@ -458,10 +459,19 @@ class _Exclusions:
         if self.self_rows is not None:
             bad |= rows == self.self_rows[sel, None]
         if self.global_rows is not None:
-            bad |= np.isin(rows, self.global_rows)
+            bad |= _in_sorted(rows, self.global_rows)
         if self.pair_keys is not None:
-            bad |= np.isin(sel[:, None].astype(np.int64) * self.stride + rows, self.pair_keys)
+            bad |= _in_sorted(sel[:, None].astype(np.int64) * self.stride + rows, self.pair_keys)
         return bad
+
+
+def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.isin(values, keys)`` for sorted unique ``keys``, by binary search (about 10x faster for a
+    query's few hundred candidates: no sort of the values)."""
+    if len(keys) == 0:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return keys[at] == values
 
 
 __all__ = ["INDEX_TYPES", "PARTS", "IndexSettings", "Part", "StaleIndexError"]

@@ -161,7 +161,7 @@ class SimilarityIndex:
         Parts already built are left as they are.
         """
         for name in parts or ("items", "recommend"):
-            self._part(name)
+            self.part(name)
         return self
 
     @property
@@ -297,7 +297,7 @@ class SimilarityIndex:
         source = np.full(len(p), source, dtype=object) if isinstance(source, str) else np.asarray(source, dtype=object)
         if len(source) != len(p) or len(ids) != len(p):
             raise ValueError(f"ids and source must have one entry per vector ({len(p)}), got {len(ids)} and {len(source)}")
-        part = self._part("recommend")
+        part = self.part("recommend")
         k = min(k, max(len(module.items), 1))  # never more than the catalogue: nothing of size k beyond it is allocated
         found, ip = part.search(
             part.recommend_queries(p), k, stride=module.items.n_rows + 1, pairs=rated, global_rows=_exclude_rows(module.items, exclude)
@@ -354,7 +354,8 @@ class SimilarityIndex:
         return index
 
     # --- internals: queries ---------------------------------------------------------------------
-    def _part(self, name: str) -> Part:
+    def part(self, name: str) -> Part:
+        """The index ``Part`` of ``name`` (``"items"``, ``"users"``, ``"recommend"``), built on first use."""
         if name not in PARTS:
             raise ValueError(f"unknown part {name!r}; expected one of {', '.join(PARTS)}")
         part = self._parts.get(name)
@@ -371,7 +372,7 @@ class SimilarityIndex:
         k = min(check_k(k), max(len(registry), 1))  # never more than the table: nothing of size k beyond it is allocated
         query_ids, rows = _query(registry, ids)
         global_rows = _exclude_rows(registry, exclude)
-        part = self._part(part_name)
+        part = self.part(part_name)
         vectors = module.tables(table)[0][rows]
         source = np.where(rows == UNKNOWN_ROW, "unknown_slot", "known").astype(object)
         described, pairs = np.zeros(len(rows), dtype=bool), None

@@ -124,9 +124,9 @@ class Served:
     def part(self, name: str):
         """The FAISS part ``name`` (``items``, ``users``, ``recommend``), built once, in a thread, on first use."""
         if name in self.index.parts:
-            return self.index._part(name)
+            return self.index.part(name)
         with self._lock:
-            return self.index._part(name)
+            return self.index.part(name)
 
     def rows(self, table: str, raws: list, fallback: bool, post: bool = False) -> np.ndarray:
         """(n,) rows of typed raw IDs; an unknown one gets row 0 with ``fallback``, else a 404 naming it."""
