@@ -98,13 +98,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(artifact: Path, first_query: str) -> tuple[subprocess.Popen, int, float]:
+def start_server(artifact: Path, first_query: str, workers: int) -> tuple[subprocess.Popen, int, float]:
     """``(process, port, seconds from start to the first answered first_query)``."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collabemb", "serve", str(artifact), "--port", str(port)],
+        [sys.executable, "-m", "collabemb", "serve", str(artifact), "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
@@ -201,13 +201,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def serve_rows(artifact: Path, model: ce.FittedModel, label: str, seed: int) -> tuple[list[tuple], float]:
+def serve_rows(artifact: Path, model: ce.FittedModel, label: str, args) -> tuple[list[tuple], float]:
     first = f"/v1/similar?item={model.items.ids[0]}&k=10"
-    proc, port, start_s = start_server(artifact, first)
+    proc, port, start_s = start_server(artifact, first, args.workers)
+    time.sleep(2.0)  # every worker up (the first answer may come from the first worker alone)
     print(f"  {label}: server start to first answer {start_s:.2f} s", flush=True)
     rows = []
     try:
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(args.seed)
         batch = queries(model, rng, max(REQUESTS.values()) + WARMUP)
         for name, requests in batch.items():
             asyncio.run(load(port, requests[:WARMUP], 8))
@@ -268,6 +269,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "ml-100k"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-1m", action="store_true", help="only the MovieLens 100K artifact")
+    parser.add_argument("--workers", type=int, default=1, help="collabemb serve --workers")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args()
     import tempfile
@@ -276,7 +278,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
         ml = movielens_artifact(Path(args.data), Path(tmp) / "ml-100k")
         print("MovieLens 100K:", flush=True)
-        got, starts["ml-100k"] = serve_rows(Path(tmp) / "ml-100k", ml, "ml-100k", args.seed)
+        got, starts["ml-100k"] = serve_rows(Path(tmp) / "ml-100k", ml, "ml-100k", args)
         rows += got
         floors += api_floor(ce.load_model(Path(tmp) / "ml-100k"), "ml-100k", args.seed)
     if not args.skip_1m:
@@ -284,7 +286,7 @@ def main() -> None:
         print("generated catalogue, 1M items:", flush=True)
         million_artifact(million)
         big = ce.load_model(million)
-        got, starts["1M items"] = serve_rows(million, big, "1M items", args.seed)
+        got, starts["1M items"] = serve_rows(million, big, "1M items", args)
         rows += got
         floors += api_floor(big, "1M items", args.seed)
 
@@ -317,7 +319,7 @@ def main() -> None:
     lines = [
         "Load generator and server on the same 2-core machine (this process: asyncio, keep-alive HTTP/1.1, fixed request counts "
         f"{', '.join(f'{c} client(s): {n}' for c, n in REQUESTS.items())}, after {WARMUP} warm-up requests); `collabemb serve` with "
-        "one worker. Latency is client side, per request.",
+        f"{args.workers} worker(s). Latency is client side, per request.",
         "",
         "Start to first answered `/v1/similar`: " + ", ".join(f"{k} {v:.2f} s" for k, v in starts.items()) + ".",
         "",
