@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf, dpotrs
 from scipy.special import expit
 
 from collabemb.data import Ratings
@@ -365,40 +364,10 @@ def solve_one(
     m = np.clip((r.mean() - lo) / span, 0.02, 0.98)
     theta[k] = np.log(m / (1 - m)) - c.mean()  # start where the mean rating is predicted
 
-    def objective(t: np.ndarray) -> float:
-        y = lo + span * expit(A @ t + c)
-        return float(np.sum((y - r) ** 2) + np.sum(reg * t * t))
+    from collabemb.engines.newton import newton  # numba: imported (and its compiled code loaded) on the first fold-in only
 
-    f0 = objective(theta)
-    for it in range(max_iter):
-        s = expit(A @ theta + c)
-        e = lo + span * s - r
-        dy = span * s * (1 - s)
-        g = 2 * (A.T @ (e * dy)) + 2 * reg * theta
-        if np.max(np.abs(g)) <= tol * n:
-            return theta[:k], float(theta[k]), it, True
-        d2y = dy * (1 - 2 * s)
-        H = (A.T * (2 * (dy * dy + e * d2y))) @ A
-        H.flat[:: k + 2] += 2 * reg  # the diagonal
-        factor, info = dpotrf(H, lower=1, clean=0)  # LAPACK directly: numpy.linalg's per-call overhead dominated at k ~ 64
-        if info == 0:
-            step = dpotrs(factor, g, lower=1)[0]
-        else:  # not convex here: Gauss-Newton, always a descent direction
-            H = (A.T * (2 * dy * dy)) @ A
-            H.flat[:: k + 2] += 2 * reg + 1e-9
-            step = np.linalg.lstsq(H, g, rcond=None)[0]
-        slope = float(g @ step)
-        t = 1.0
-        while True:
-            candidate = theta - t * step
-            f1 = objective(candidate)
-            if f1 <= f0 - 1e-4 * t * slope or t < 1e-10:
-                break
-            t *= 0.5
-        if t < 1e-10:  # no progress possible along the step: at a minimum to float precision
-            return theta[:k], float(theta[k]), it, True
-        theta, f0 = candidate, f1
-    return theta[:k], float(theta[k]), max_iter, False
+    iterations, converged = newton(A, c, r, reg, lo, span, theta, int(max_iter), float(tol))  # theta: solved in place
+    return theta[:k], float(theta[k]), int(iterations), bool(converged)
 
 
 def _als_confidences(fitted: FittedModel, values: np.ndarray, codes: np.ndarray, item_rows: np.ndarray, n: int) -> sp.csr_matrix:

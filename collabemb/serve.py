@@ -74,6 +74,8 @@ def run_server(artifact: Path, *, host: str, port: int, workers: int, token: str
     one_thread_each()
     app = create_app(artifact, token=token)
     served = app.state.holder.current
+    if workers == 1:
+        threading.Thread(target=warm_fold_in, daemon=True).start()
     sock = _bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     line = (
@@ -110,6 +112,16 @@ def one_thread_each() -> None:
     faiss.omp_set_num_threads(1)
     torch.set_num_threads(1)
     threadpool_limits(1)
+
+
+def warm_fold_in() -> None:
+    """Load the compiled fold-in solver (numba: compiled once per installation, then read from its cache,
+    about half a second) in the background, so that the first fold-in request does not wait for it."""
+    import numpy as np
+
+    from collabemb.coldstart import solve_one
+
+    solve_one(np.zeros((1, 1)), np.zeros(1), np.ones(1), weight_decay=0.1, y_range=(0.0, 2.0))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -214,6 +226,7 @@ def _worker_app(artifact: str, token: str | None):
         sys.exit(STARTUP_FAILURE)
     holder = app.state.holder
     signal.signal(signal.SIGHUP, lambda signum, frame: holder.reload_soon())
+    threading.Thread(target=warm_fold_in, daemon=True).start()
     return app
 
 
@@ -223,4 +236,4 @@ def _tell_supervisor() -> None:
         os.kill(os.getppid(), signal.SIGHUP)
 
 
-__all__ = ["is_loopback", "one_thread_each", "run_server"]
+__all__ = ["is_loopback", "one_thread_each", "run_server", "warm_fold_in"]

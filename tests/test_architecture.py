@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "collabemb"
 _LAYER_MODULES = (
     "registry models atomic schema store",  # 0 core
     "data text_input inputs splits movielens sample interactions",  # 1 data
-    "settings engines engines.fast engines.autograd",  # 2 engines and their settings
+    "settings engines engines.fast engines.autograd engines.newton",  # 2 engines and their settings
     "history fitted model_card artifact",  # 3 the fitted model and its artifact
     "train implicit_mf",  # 4 fitting
     "faiss_parts faiss_files index",  # 5 search
