@@ -133,8 +133,7 @@ def _item_counts(fitted: FittedModel) -> np.ndarray | None:
     """(n_items,) int64 training pairs per known item (registry order); None when none are stored."""
     if not len(fitted.seen_items):
         return None
-    n_rows = fitted.items.n_rows
-    return np.bincount(fitted.seen_items.indices.astype(np.int64), minlength=n_rows)[1:n_rows].astype(np.int64)
+    return fitted.seen_items.pairs_per_item(fitted.items.n_rows)
 
 
 def _aligned_metadata(fitted: FittedModel) -> pd.DataFrame:

@@ -194,6 +194,10 @@ class SeenItems:
 
     __hash__ = None
 
+    def pairs_per_item(self, n_item_rows: int) -> np.ndarray:
+        """(n_item_rows - 1,) int64: how many training pairs each known item (rows 1..) has."""
+        return np.bincount(self.indices.astype(np.int64), minlength=n_item_rows)[1:n_item_rows].astype(np.int64)
+
     def items_of(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs for the given users: ``(query_index, item_rows)`` int64 arrays.
 

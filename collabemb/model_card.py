@@ -362,7 +362,7 @@ def _rare(fitted: FittedModel) -> str:
     if not len(seen):
         return text + " The model stores no training pairs, so how many IDs that concerns is not known."
     per_user = np.diff(seen.padded(fitted.users.n_rows).indptr)[1 : fitted.users.n_rows]
-    per_item = np.bincount(seen.indices, minlength=len(fitted.items) + 1)[1 : len(fitted.items) + 1]
+    per_item = seen.pairs_per_item(fitted.items.n_rows)
     rare_users, rare_items = int(np.sum(per_user < RARE)), int(np.sum(per_item < RARE))
     return (
         text + f" Here {rare_users} of {len(fitted.users)} users and {rare_items} of {len(fitted.items)} items have fewer than "

@@ -103,9 +103,7 @@ def _item_counts(fitted: FittedModel, ratings: Ratings | pd.DataFrame | str | os
         counts = read_ratings(ratings).frame["item"].value_counts()
         return counts.reindex(index, fill_value=0).astype(np.int64), "in the given ratings"
     if len(fitted.seen_items):
-        n_rows = fitted.items.n_rows
-        per_row = np.bincount(fitted.seen_items.indices.astype(np.int64), minlength=n_rows)[1:n_rows]
-        return pd.Series(per_row.astype(np.int64), index=index), "in the training pairs stored with the model"
+        return pd.Series(fitted.seen_items.pairs_per_item(fitted.items.n_rows), index=index), "in the training pairs stored with the model"
     return None, ""
 
 
