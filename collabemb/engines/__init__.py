@@ -61,3 +61,15 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release threads and buffers."""
         ...
+
+
+def compiled(fn: Callable, *, fastmath: set[str] | bool = False) -> Callable:
+    """``numba.njit(nogil=True)`` of ``fn`` with an on-disk cache when a cache directory is writable,
+    without one otherwise; ``fastmath``: numba's flags (False: IEEE arithmetic). numba is imported
+    here, on the first compiled function, not with this package."""
+    import numba
+
+    try:
+        return numba.njit(nogil=True, fastmath=fastmath, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, fastmath=fastmath, cache=False)(fn)

@@ -60,7 +60,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from collabemb.engines import EpochResult
+from collabemb.engines import EpochResult, compiled
 
 if TYPE_CHECKING:
     from collabemb.interactions import Interactions
@@ -83,11 +83,8 @@ _FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 
 
 def _jit(fn):
-    """``numba.njit`` with an on-disk cache when a cache directory is writable, without otherwise."""
-    try:
-        return numba.njit(nogil=True, fastmath=_FASTMATH, cache=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True, fastmath=_FASTMATH, cache=False)(fn)
+    """:func:`~collabemb.engines.compiled` with the kernel's fastmath flags."""
+    return compiled(fn, fastmath=_FASTMATH)
 
 
 @intrinsic

@@ -17,16 +17,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-
-def _jit(fn):
-    """``numba.njit`` with an on-disk cache when a cache directory is writable, without otherwise."""
-    try:
-        return numba.njit(nogil=True, cache=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True, cache=False)(fn)
+from collabemb.engines import compiled as _jit  # IEEE arithmetic: no fastmath
 
 
 @_jit
