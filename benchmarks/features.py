@@ -259,11 +259,12 @@ def main() -> None:
     train, test = ce.read_split(data / f"u{args.fold}.base", data / f"u{args.fold}.test", layout="ml-100k")
     checks, lines = [], []
     if "regression" in parts or "probe" in parts:
-        model, fit_s = fitted_on_fit_part(train, args)
+        fit_part, holdout = ce.split_random(train, 0.1, seed=args.seed)
+        model, fit_s = fitted_on_fit_part(fit_part, len(holdout), args)
         with threadpool_limits(args.sk_threads):  # OpenMP spinning on shared cores made boosting 10x slower
             if "regression" in parts:
                 print("rating regression on the test part:")
-                reg_rows = regression(train, *ce.split_random(train, 0.1, seed=args.seed), test, model, args)
+                reg_rows = regression(train, fit_part, holdout, test, model, args)
                 rmse_of = {r[0][:3]: min(x[2] for x in reg_rows if x[0][:3] == r[0][:3]) for r in reg_rows}
                 checks.append(("(c) test RMSE below (a) and (b)", rmse_of["(c)"] < min(rmse_of["(a)"], rmse_of["(b)"])))
                 lines += regression_lines(reg_rows, fit_s, args)
@@ -307,13 +308,14 @@ def main() -> None:
         sys.exit(1)
 
 
-def fitted_on_fit_part(train: ce.Ratings, args) -> tuple[ce.FittedModel, float]:
-    """collabemb (defaults) fitted on the 90% fit part of ``train``, saved and loaded back."""
-    fit_part, holdout = ce.split_random(train, 0.1, seed=args.seed)
+def fitted_on_fit_part(fit_part: ce.Ratings, n_holdout: int, args) -> tuple[ce.FittedModel, float]:
+    """collabemb (defaults) fitted on the 90% fit part of u1.base, saved and loaded back."""
     t0 = time.perf_counter()
     model = ce.fit(fit_part, seed=args.seed, progress=False)
     fit_s = time.perf_counter() - t0
-    print(f"u{args.fold}: {len(train)} training ({len(fit_part)} fit + {len(holdout)} holdout) ratings; collabemb fit in {fit_s:.1f} s")
+    print(
+        f"u{args.fold}: {len(fit_part) + n_holdout} training ({len(fit_part)} fit + {n_holdout} holdout) ratings; collabemb fit in {fit_s:.1f} s"
+    )
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:  # the features come from the saved artifact, as a user gets them
         ce.save_model(model, Path(tmp) / "u1-model")
         return ce.load_model(Path(tmp) / "u1-model"), fit_s
