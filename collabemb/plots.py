@@ -216,10 +216,10 @@ def plot_pca(
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% of variance)" if len(ratio) > 1 else "PC2")
     ax.axhline(0, color="0.9", lw=0.8, zorder=0)
     ax.axvline(0, color="0.9", lw=0.8, zorder=0)
-    ax.set_title(f"Item embeddings, first two principal components\nmarked: {how}", fontsize=10)
+    ax.set_title(f"Item embeddings, first two principal components\nmarked: {how}", fontsize=10)  # its height sets the layout
     placed = _place_labels(ax, xy, chosen, labels)
     if placed < len(chosen):
-        how += f"; {placed} labelled, {len(chosen) - placed} not (their labels would overlap)"
+        how += f"; {placed} labelled, {len(chosen) - placed} not (their labels would overlap)"  # same two lines, same layout
     ax.set_title(f"Item embeddings, first two principal components\nmarked: {how}", fontsize=10)
     _save(fig, out, dpi)
     return fig
