@@ -16,6 +16,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 ENGINES: tuple[str, ...] = ("auto", "fast", "autograd")
+#: The rating models: ``dot`` (user vector . item vector + biases) and ``svdpp`` (the user vector plus
+#: the normalised sum of history vectors y_j of the items the user rated, Koren 2008; fast engine only).
+MODELS: tuple[str, ...] = ("dot", "svdpp")
 LR_SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
 #: Per-engine learning rate and weight decay (their optimisers differ: row-wise Adagrad / Adam),
 #: chosen on MovieLens 100K u1..u5 (benchmarks/accuracy.py).
@@ -52,6 +55,7 @@ class FitSettings:
     default"; :meth:`resolved` fills them in.
     """
 
+    model: str = _setting("dot", "dot (user . item + biases) or svdpp (the user vector plus its rated items' history vectors)")
     n_factors: int = _setting(64, "embedding width k")
     epochs: int = _setting(20, "maximum passes over the training ratings")
     lr: float | None = _setting(None, "peak learning rate (default per engine: fast 0.1 row-wise Adagrad, autograd 0.01 Adam)")
@@ -59,6 +63,8 @@ class FitSettings:
     weight_decay: float | None = _setting(
         None, "L2 strength on the factor rows each rating touches (default per engine: fast 0.1, autograd 0.12)"
     )
+    history_lr: float = _setting(0.3, "svdpp: the history vectors' learning rate, as a fraction of lr")
+    history_weight_decay: float = _setting(1.0, "svdpp: L2 strength on the history vectors y_j")
     batch_size: int | None = _setting(None, "autograd engine only: ratings per step (default n_train // 50, clipped to 64..1024)")
     unknown_frac: float = _setting(0.02, "per-epoch probability that a rating's user (and its item) trains the unknown row 0")
     y_range: tuple[float, float] | None = _setting(None, "LO HI of the sigmoid output (default: the rating range widened by 10%)")
@@ -73,11 +79,14 @@ class FitSettings:
     progress: bool | None = _setting(None, "progress bar (default: only when stderr is a terminal)", resume=False)
 
     def __post_init__(self) -> None:
+        _need(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         _check_int(self.n_factors, "n_factors", 1, MAX_FACTORS)
         _check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
         check_number(self.lr, "lr", 0.0, MAX_LR, above=True, optional=True)
         _need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         check_number(self.weight_decay, "weight_decay", 0.0, MAX_WEIGHT_DECAY, optional=True)
+        check_number(self.history_lr, "history_lr", 0.0, MAX_LR, above=True)
+        check_number(self.history_weight_decay, "history_weight_decay", 0.0, MAX_WEIGHT_DECAY)
         if self.batch_size is not None:
             _check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
         _need(
