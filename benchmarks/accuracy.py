@@ -1,10 +1,11 @@
 """Accuracy and fit time on MovieLens 100K's canonical folds u1..u5.
 
-Compares, in one run: collabemb's defaults and Surprise's SVD (defaults). Then measures the
+Compares, in one run: collabemb's defaults (``model="dot"``), the history-aware ``model="svdpp"``,
+and Surprise's SVD and SVD++ (defaults), fit seconds for each. Then measures the
 unknown-slot routing fraction: for each ``unknown_frac`` the test RMSE on known pairs and the
 RMSE when the test user (or item) is treated as never seen, i.e. answered by the trained row 0.
 
-    python benchmarks/accuracy.py [--data ../shared/data/ml-100k] [--folds 1 2 3 4 5]
+    python benchmarks/accuracy.py [--data ../shared/data/ml-100k] [--folds 1 2 3 4 5] [--no-sweep]
 
 Prints the tables and appends them to benchmarks/RESULTS.md with date, machine and command.
 """
@@ -30,12 +31,13 @@ def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2)))
 
 
-def surprise_svd(train: ce.Ratings, test: ce.Ratings) -> tuple[float, float]:
-    from surprise import SVD, Dataset, Reader
+def surprise_svd(train: ce.Ratings, test: ce.Ratings, plus: bool = False) -> tuple[float, float]:
+    """Surprise's SVD (or SVD++ with ``plus``) with its defaults: (test RMSE, fit seconds)."""
+    from surprise import SVD, Dataset, Reader, SVDpp
 
     data = Dataset.load_from_df(train.frame[["user", "item", "rating"]], Reader(rating_scale=(1, 5)))
     trainset = data.build_full_trainset()
-    algo = SVD(random_state=0)
+    algo = SVDpp(random_state=0) if plus else SVD(random_state=0)
     t0 = time.perf_counter()
     algo.fit(trainset)
     seconds = time.perf_counter() - t0
@@ -74,29 +76,42 @@ def main() -> None:
     )
     parser.add_argument("--fracs", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05, 0.1])
     parser.add_argument("--no-surprise", action="store_true")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the unknown_frac sweep")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args()
     data = Path(args.data)
 
     folds = {f: ce.read_split(data / f"u{f}.base", data / f"u{f}.test", layout="ml-100k") for f in args.folds}
+    names = ["collabemb dot", "collabemb svdpp", "collabemb svdpp (1 thread)", "Surprise SVD", "Surprise SVD++"]
     rows = []
     for f, (train, test) in folds.items():
-        model, ce_rmse, ce_sec = collabemb_defaults(train, test, args.threads, engine=args.engine)
-        sp_rmse, sp_sec = surprise_svd(train, test) if not args.no_surprise else (float("nan"), float("nan"))
-        rows.append((f"u{f}", ce_rmse, ce_sec, sp_rmse, sp_sec))
-        print(
-            f"u{f}: collabemb ({model.history.params['engine']}) RMSE {ce_rmse:.4f} ({ce_sec:.2f} s)   Surprise SVD RMSE {sp_rmse:.4f} ({sp_sec:.2f} s)",
-            flush=True,
-        )
-    mean = tuple(statistics.fmean(r[k] for r in rows) for k in range(1, 5))
-    med_sec = (statistics.median(r[2] for r in rows), statistics.median(r[4] for r in rows))
-
+        model, dot_rmse, dot_sec = collabemb_defaults(train, test, args.threads, engine=args.engine)
+        _, pp_rmse, pp_sec = collabemb_defaults(train, test, args.threads, model="svdpp")
+        _, pp1_rmse, pp1_sec = collabemb_defaults(train, test, 1, model="svdpp")
+        nan = (float("nan"), float("nan"))
+        svd = surprise_svd(train, test) if not args.no_surprise else nan
+        svdpp = surprise_svd(train, test, plus=True) if not args.no_surprise else nan
+        rows.append((f"u{f}", (dot_rmse, dot_sec), (pp_rmse, pp_sec), (pp1_rmse, pp1_sec), svd, svdpp))
+        print(f"u{f}: " + "   ".join(f"{n} {r:.4f} ({t:.2f} s)" for n, (r, t) in zip(names, rows[-1][1:], strict=True)), flush=True)
+    means = [statistics.fmean(r[j][0] for r in rows) for j in range(1, 6)]
     lines = [
-        "| fold | collabemb RMSE | collabemb fit s | Surprise SVD RMSE | Surprise SVD fit s |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        *[f"| {r[0]} | {r[1]:.4f} | {r[2]:.2f} | {r[3]:.4f} | {r[4]:.2f} |" for r in rows],
-        f"| **mean** | **{mean[0]:.4f}** | {mean[1]:.2f} (median {med_sec[0]:.2f}) | **{mean[2]:.4f}** | {mean[3]:.2f} (median {med_sec[1]:.2f}) |",
+        "| fold | " + " | ".join(f"{n} RMSE | fit s" for n in names) + " |",
+        "| --- |" + " ---: | ---: |" * len(names),
+        *[f"| {r[0]} | " + " | ".join(f"{rm:.4f} | {t:.2f}" for rm, t in r[1:]) + " |" for r in rows],
+        "| **mean** | "
+        + " | ".join(
+            f"**{statistics.fmean(r[j][0] for r in rows):.4f}** | {statistics.median(r[j][1] for r in rows):.2f} (median)"
+            for j in range(1, 6)
+        )
+        + " |",
     ]
+    best = min(means[:3])
+    bar = [
+        f"best collabemb mean RMSE {best:.4f} <= 0.895: {'pass' if best <= 0.895 else 'FAIL'}",
+        f"svdpp better than Surprise SVD++ on every fold: {'pass' if all(r[2][0] < r[5][0] for r in rows) else 'FAIL'}",
+        f"svdpp better than dot on every fold: {'pass' if all(r[2][0] < r[1][0] for r in rows) else 'FAIL'}",
+    ]
+    print("\n".join(bar))
     used = ("engine", "optimizer", "threads", "n_factors", "epochs", "lr", "lr_schedule", "weight_decay", "batch_size", "unknown_frac")
     defaults = {k: model.history.params[k] for k in used}  # as resolved by fit, engine included
     table = "\n".join(lines)
@@ -107,7 +122,7 @@ def main() -> None:
         "| ---: | ---: | ---: | ---: |",
     ]
     baseline = statistics.fmean(rmse(np.full(len(te), tr.frame["rating"].mean()), te.frame["rating"]) for tr, te in folds.values())
-    for frac in args.fracs:
+    for frac in [] if args.no_sweep else args.fracs:
         known, cold_u, cold_i = [], [], []
         for train, test in folds.values():
             model, r, _ = collabemb_defaults(train, test, args.threads, unknown_frac=frac, engine=args.engine)
@@ -125,8 +140,11 @@ def main() -> None:
             title="Accuracy on MovieLens 100K u1..u5 (benchmarks/accuracy.py)",
             command="python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
             body=(
-                f"collabemb defaults {defaults}; Surprise SVD defaults (random_state=0).\n\n"
-                f"{table}\n\nUnknown-slot routing fraction (test ratings re-asked with the user or the item "
+                f"collabemb defaults {defaults}; svdpp: the same with model='svdpp' (history_lr 0.3, history_weight_decay 1.0); "
+                f"Surprise SVD and SVD++ defaults (random_state=0).\n\n"
+                f"{table}\n\nBar: "
+                + "; ".join(bar)
+                + f"\n\nUnknown-slot routing fraction (test ratings re-asked with the user or the item "
                 f"replaced by an unseen ID, answered by row 0):\n\n{sweep_text}"
             ),
         )

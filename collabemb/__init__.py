@@ -47,6 +47,10 @@ _EXPORTS: dict[str, str] = {
     "fold_in_items": "coldstart",
     "fold_in_items_like": "coldstart",
     "fold_in_users": "coldstart",
+    "cross_validate": "tuning",
+    "tune": "tuning",
+    "TuneResult": "tuning",
+    "SideInfoMap": "side_info",
     "from_fastai": "fastai_import",
     "from_fastai_parts": "fastai_import",
     "index_of": "index",
@@ -113,6 +117,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from collabemb.plots import pca_frame, plot_bias, plot_history, plot_pca
     from collabemb.registry import UNKNOWN_ROW, IdRegistry, UnknownIdError
     from collabemb.settings import FitSettings
+    from collabemb.side_info import SideInfoMap
     from collabemb.sklearn_features import EmbeddingFeatures
     from collabemb.splits import read_split, split_leave_last, split_random, split_random_per_user
     from collabemb.train import fit, rmse
+    from collabemb.tuning import TuneResult, cross_validate, tune

@@ -11,7 +11,8 @@ An artifact is a store (:mod:`collabemb.store`): ``DIR/CURRENT`` points at the c
                          order, so ids[0] is row 1 (row 0, the unknown slot, has no ID)
     items.json           item registry, same form
     tensors.safetensors  u_weight (n_user_rows, k), i_weight (n_item_rows, k),
-                         u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32, finite
+                         u_bias (n_user_rows, 1), i_bias (n_item_rows, 1), float32, finite;
+                         svdpp models also y_weight (n_item_rows, k), the history vectors
     seen_indptr.npy, seen_items.npy  training (user, item) pairs as an int64/int32 CSR of rows
     item_metadata.parquet  optional: an ``item`` column of raw IDs plus titles, genres, ...
     MODEL_CARD.md        the model card (:mod:`collabemb.model_card`), UTF-8 Markdown; artifacts
@@ -63,6 +64,8 @@ SCHEMA_VERSION = 2
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "tensors.safetensors"
 METADATA_FILE = "item_metadata.parquet"
+#: svdpp models: the items' history vectors, a fifth tensor beside the module's four tables.
+HISTORY_TABLE = "y_weight"
 SEEN_INDPTR_FILE = "seen_indptr.npy"
 SEEN_INDICES_FILE = "seen_items.npy"
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -120,6 +123,10 @@ def write_model_files(
     writer.write("users.json", _json_bytes(module.users.to_dict()))
     writer.write("items.json", _json_bytes(module.items.to_dict()))
     tensors = {name: getattr(module, name).weight.detach().to("cpu", torch.float32).contiguous() for name in TABLE_NAMES}
+    if fitted.history_vectors is not None:  # svdpp: the items' history vectors, for new users
+        if not np.isfinite(fitted.history_vectors).all():
+            raise ArtifactError("the model's history vectors hold NaN or infinity; refusing to store them")
+        tensors[HISTORY_TABLE] = torch.from_numpy(np.ascontiguousarray(fitted.history_vectors))
     writer.write(TENSORS_FILE, save_safetensors(tensors, metadata={"format": FORMAT, **_bound(module)}))
     writer.write(MODEL_CARD_FILE, model_card(fitted).encode("utf-8"))
     config = {
@@ -177,13 +184,13 @@ def read_model_files(snapshot: Snapshot) -> FittedModel:
         names.append(METADATA_FILE)
     index_names = _index_file_names(root, config.get("index"))
     data = snapshot.read_many(names + index_names)
-    module = _load_module(snapshot, config, data[TENSORS_FILE])
     history = FitHistory.from_dict(config.get("history") or {})
     try:
         identity = ModelIdentity.from_dict(config["identity"]) if "identity" in config else _identity_of_schema_1(history, config)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{root / CONFIG_FILE}: key 'identity': {exc}") from None
-    fitted = FittedModel(module, identity, history)
+    module, history_vectors = _load_module(snapshot, config, data[TENSORS_FILE], svdpp=identity.rating_model == "svdpp")
+    fitted = FittedModel(module, identity, history, history_vectors=history_vectors)
     if config.get("seen_items"):
         fitted.seen_items = _load_seen(root, data, module.users, module.items, config["seen_items"]["n_pairs"])
     if config.get("item_metadata"):
@@ -246,7 +253,8 @@ def _index_file_names(root: Path, entry: dict | None) -> list[str]:
     return names
 
 
-def _load_module(snapshot: Snapshot, config: dict, tensor_bytes: bytes) -> EmbeddingDotBias:
+def _load_module(snapshot: Snapshot, config: dict, tensor_bytes: bytes, *, svdpp: bool) -> tuple[EmbeddingDotBias, np.ndarray | None]:
+    """The module, and the history vectors of an svdpp model (None for any other)."""
     root = snapshot.directory
     users = _load_registry(snapshot, "users.json", config["n_user_rows"])
     items = _load_registry(snapshot, "items.json", config["n_item_rows"])
@@ -263,12 +271,15 @@ def _load_module(snapshot: Snapshot, config: dict, tensor_bytes: bytes) -> Embed
     _check_bound(root, tensor_bytes, config, users, items)
     k = config["n_factors"]
     expected = {"u_weight": (users.n_rows, k), "i_weight": (items.n_rows, k), "u_bias": (users.n_rows, 1), "i_bias": (items.n_rows, 1)}
+    if svdpp:
+        expected[HISTORY_TABLE] = (items.n_rows, k)
     for name in sorted(set(tensors) - set(expected)):
         raise ArtifactError(f"{tensor_path}: unexpected tensor {name!r}")
     for name, shape in expected.items():
         _check_tensor(tensor_path, name, tensors.get(name), shape, users, items, k)
     y_range = tuple(config["y_range"]) if config["y_range"] is not None else None
-    return EmbeddingDotBias(users, items, n_factors=k, y_range=y_range, tables=tensors)
+    history_vectors = tensors.pop(HISTORY_TABLE).numpy() if svdpp else None
+    return EmbeddingDotBias(users, items, n_factors=k, y_range=y_range, tables=tensors), history_vectors
 
 
 def _bound(module: EmbeddingDotBias) -> dict[str, str]:

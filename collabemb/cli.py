@@ -1,8 +1,10 @@
-"""Command line: ``collabemb fit | fit-implicit | predict | evaluate | info | demo | export | plot | similar | recommend | index``.
+"""Command line: ``collabemb fit | fit-implicit | demo | cross-validate | tune | predict | evaluate | info | export | plot |
+similar | recommend | index | serve | explore``; the commands that use a fitted model are in :mod:`collabemb.cli_model`.
 
 A thin layer over the Python API, in its words: ``--table user|item``, ``--unknown
 raise|unknown_slot``, ``--no-unknown-row``, ``--index-type exact|hnsw|ivf``. The training options
-are the fields of :class:`~collabemb.settings.FitSettings`, one option each.
+are the fields of :class:`~collabemb.settings.FitSettings`, one option each, and ``--config FILE``
+(a settings file, as ``collabemb tune`` writes) under the options given.
 
 Only the standard library and light collabemb modules are imported here, so ``--help`` and
 ``--version`` answer at once; torch, pandas and the heavy modules are imported by the command
@@ -23,7 +25,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -32,6 +33,19 @@ from pathlib import Path
 
 import collabemb.cli_options as cli_options
 import collabemb.settings as settings
+from collabemb.cli_model import (
+    cmd_evaluate,
+    cmd_explore,
+    cmd_export,
+    cmd_index,
+    cmd_info,
+    cmd_plot,
+    cmd_predict,
+    cmd_recommend,
+    cmd_serve,
+    cmd_similar,
+    load_artifact,
+)
 from collabemb.cli_options import (
     EXIT_ERROR,
     FINITE,
@@ -41,7 +55,6 @@ from collabemb.cli_options import (
     INDEX_PARTS,
     INDEX_TYPES,
     METRICS,
-    READ_OPTIONS,
     TEXT_DIGITS,
     THREADS,
     UNKNOWN,
@@ -50,10 +63,13 @@ from collabemb.cli_options import (
     K,
     add_settings_options,
     cli_words,
+    given_settings,
     one_line,
     option_type,
+    read_options,
     report_error,
     settings_from_options,
+    writing,
 )
 from collabemb.settings import FitSettings
 
@@ -148,10 +164,6 @@ def _command(sub, name: str, help: str, run, artifact: str | None = "artifact di
     return p
 
 
-def _read_options(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in READ_OPTIONS}
-
-
 def _add_settings(p: argparse.ArgumentParser, **defaults) -> None:
     g = p.add_argument_group("training settings (collabemb.FitSettings)")
     add_settings_options(g, **defaults)
@@ -199,9 +211,27 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="artifact directory")
     _add_settings(p, epochs=10)
 
+    p = _command(sub, "cross-validate", "fit on k random folds and score each held-out fold (RMSE, MAE)", _cmd_cross_validate, None)
+    p.add_argument("ratings", help="CSV / TSV / parquet file, or a MovieLens ratings file with --layout")
+    p.add_argument("--folds", type=option_type(int, 2), default=5, help="random folds; each rating is in exactly one test fold")
+    cli_options.add_read_options(p)
+    add_settings_options(p.add_argument_group("training settings (collabemb.FitSettings)"))
+
+    help = "search the training settings by cross-validation with optuna (pip install collabemb[tune])"
+    p = _command(sub, "tune", help, _cmd_tune, artifact=None)
+    p.add_argument("ratings", help="CSV / TSV / parquet file, or a MovieLens ratings file with --layout")
+    p.add_argument("--out", required=True, metavar="FILE", help="write the best settings here (.toml or .json), for fit --config")
+    p.add_argument("--folds", type=option_type(int, 2), default=3, help="random folds each trial cross-validates")
+    p.add_argument("--trials", type=option_type(int, 1), default=30, help="settings to try")
+    p.add_argument("--timeout", type=option_type(float, 0, above=True), metavar="S", help="start no trial after S seconds")
+    cli_options.add_read_options(p)
+    searched = "n_factors, lr, weight_decay, epochs (svdpp: also history_lr, history_weight_decay)"
+    g = p.add_argument_group("fixed training settings", f"An option given here or in --config is fixed; {searched} are searched otherwise.")
+    add_settings_options(g)
+
 
 def _add_model_commands(sub) -> None:
-    p = _command(sub, "predict", "predict ratings for (user, item) pairs", _cmd_predict)
+    p = _command(sub, "predict", "predict ratings for (user, item) pairs", cmd_predict)
     p.add_argument("pairs", help="CSV/TSV file with user and item columns")
     p.add_argument("--user-col", default="user", help="user ID column")
     p.add_argument("--item-col", default="item", help="item ID column")
@@ -209,7 +239,7 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--unknown", choices=UNKNOWN, default="unknown_slot", help=UNKNOWN_HELP)
     p.add_argument("--output", "-o", metavar="FILE", help="write CSV here (default: stdout)")
 
-    p = _command(sub, "evaluate", "RMSE / MAE (rating models) and ranking metrics (every model) on held-out data", _cmd_evaluate)
+    p = _command(sub, "evaluate", "RMSE / MAE (rating models) and ranking metrics (every model) on held-out data", cmd_evaluate)
     p.add_argument("test", help="held-out interactions file")
     p.add_argument("-k", "--k", type=K, default=10, help="list length")
     p.add_argument("--train", metavar="FILE", help="leave out each user's items in this file (default: the artifact's training pairs)")
@@ -217,9 +247,9 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--threshold", type=FINITE, help="test rows rated below it are not relevant (default: the model's threshold, else none)")
     cli_options.add_read_options(p)
 
-    _command(sub, "info", "describe an artifact", _cmd_info)
+    _command(sub, "info", "describe an artifact", cmd_info)
 
-    p = _command(sub, "export", "write the user or item embeddings (parquet, csv, npy, TensorBoard projector)", _cmd_export)
+    p = _command(sub, "export", "write the user or item embeddings (parquet, csv, npy, TensorBoard projector)", cmd_export)
     p.add_argument("--table", choices=("user", "item"), required=True, help="which table to write")
     p.add_argument(
         "--out",
@@ -234,7 +264,7 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--stored-metadata", action="store_true", help="join the item metadata stored in the artifact")
     p.add_argument("--digits", type=option_type(int, 1, 17), default=TEXT_DIGITS, help="significant digits in csv (9: exact for float32)")
 
-    p = _command(sub, "plot", "draw the item map (PCA), the item bias ranking or the training curves as PNG", _cmd_plot)
+    p = _command(sub, "plot", "draw the item map (PCA), the item bias ranking or the training curves as PNG", cmd_plot)
     p.add_argument("plot", choices=("pca", "bias", "history"), help="what to draw")
     p.add_argument("--out", required=True, metavar="PNG", help="PNG file to write")
     p.add_argument("--n", type=K, help="items to label (pca, default 40) or per end of the ranking (bias, default 15)")
@@ -248,14 +278,14 @@ def _add_model_commands(sub) -> None:
 
 
 def _add_search_commands(sub) -> None:
-    p = _command(sub, "similar", "the items (or users) most similar to given raw IDs", _cmd_similar)
+    p = _command(sub, "similar", "the items (or users) most similar to given raw IDs", cmd_similar)
     p.add_argument("ids", nargs="+", metavar="ID", help="raw IDs of the --table")
     p.add_argument("-k", type=K, default=10, help="results per ID")
     p.add_argument("--table", choices=("user", "item"), default="item", help="search this table")
     p.add_argument("--unknown", choices=UNKNOWN, default="raise", help=UNKNOWN_HELP)
     _add_index_options(p)
 
-    p = _command(sub, "recommend", "top-k items for known users, a new user's ratings (fold-in), or an anonymous user", _cmd_recommend)
+    p = _command(sub, "recommend", "top-k items for known users, a new user's ratings (fold-in), or an anonymous user", cmd_recommend)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", nargs="+", metavar="ID", help="raw user IDs")
     who.add_argument("--ratings", metavar="FILE", help="a new user's ratings: item,rating columns (several users: add a user column)")
@@ -266,18 +296,18 @@ def _add_search_commands(sub) -> None:
     p.add_argument("--unknown", choices=UNKNOWN, default="raise", help=UNKNOWN_HELP)
     _add_index_options(p)
 
-    p = _command(sub, "index", "build a FAISS similarity index and store it in the artifact", _cmd_index, "artifact directory (rewritten)")
+    p = _command(sub, "index", "build a FAISS similarity index and store it in the artifact", cmd_index, "artifact directory (rewritten)")
     p.add_argument("--parts", nargs="+", choices=INDEX_PARTS, default=["items", "recommend"], help="which searches to index")
     _add_index_options(p, stored=False)
 
 
 def _add_app_commands(sub) -> None:
-    p = _command(sub, "serve", "answer JSON over HTTP and serve the explorer page (pip install collabemb[serve])", _cmd_serve)
+    p = _command(sub, "serve", "answer JSON over HTTP and serve the explorer page (pip install collabemb[serve])", cmd_serve)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; a non-loopback one requires --token")
     p.add_argument("--port", type=option_type(int, 0, 65535), default=8000, help="TCP port (0: any free port, printed)")
     p.add_argument("--workers", type=option_type(int, 1, 64), default=1, help="server processes")
     p.add_argument("--token", help="bearer token every request but /healthz must carry (default: $COLLABEMB_TOKEN)")
-    p = _command(sub, "explore", "write the embedding explorer as one static HTML file (no server needed)", _cmd_explore)
+    p = _command(sub, "explore", "write the embedding explorer as one static HTML file (no server needed)", cmd_explore)
     p.add_argument("--html", required=True, metavar="FILE", help="HTML file to write")
     p.add_argument("--top", type=K, default=300, help="the most-rated items whose neighbours are precomputed")
 
@@ -299,20 +329,22 @@ def _add_index_options(p: argparse.ArgumentParser, *, stored: bool = True) -> No
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     fit_settings = settings_from_options(args)  # checked, the device too, before any data is read
-    with _writing(args.out):  # --out checked and held before any data is read
+    with writing(args.out):  # --out checked and held before any data is read
         if args.valid and args.valid_frac:
             raise ValueError("give --valid or --valid-frac, not both")
         from collabemb.data import read_ratings
         from collabemb.splits import split_random
 
-        ratings = read_ratings(args.ratings, **_read_options(args))
+        ratings = read_ratings(args.ratings, **read_options(args))
         resolved = f" ({ratings.n_duplicates} duplicate pairs resolved: {args.duplicates})" if ratings.n_duplicates else ""
         print(f"read {len(ratings)} ratings from {ratings.source}{resolved}")
+        if args.config:
+            print(f"settings ({args.config}, then the options given): {_settings_text(fit_settings, given_settings(args))}")
         valid = None
         if args.valid:
-            valid = read_ratings(args.valid, **_read_options(args))
+            valid = read_ratings(args.valid, **read_options(args))
         elif args.valid_frac:
-            ratings, valid = split_random(ratings, args.valid_frac, seed=args.seed)
+            ratings, valid = split_random(ratings, args.valid_frac, seed=fit_settings.seed)
         _fit_and_save(ratings, valid, args, fit_settings, Path(args.items) if args.items else None, args.items_id_col)
         return 0
 
@@ -358,17 +390,9 @@ def _fit_and_save(
         raise KeyboardInterrupt
 
 
-def _writing(out: str):
-    """Hold ``--out``'s writer lock from before any data is read until the artifact is saved: an
-    unusable ``--out`` (a file, a foreign directory, another fit writing it) is refused at once."""
-    from collabemb.store import writer_lock
-
-    return writer_lock(out)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     fit_settings = settings_from_options(args)  # checked, the device too, before any data is read
-    with _writing(args.out):  # --out checked and held before any data is read
+    with writing(args.out):  # --out checked and held before any data is read
         from collabemb.data import read_ratings
         from collabemb.sample import write_sample
         from collabemb.splits import split_random
@@ -380,20 +404,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"bundled sample not found next to the package; regenerating it in {data_dir}")
             write_sample(data_dir)
         ratings = read_ratings(data_dir / "ratings.csv", timestamp_col="timestamp")
-        train, valid = split_random(ratings, 0.1, seed=args.seed)
+        train, valid = split_random(ratings, 0.1, seed=fit_settings.seed)
         print(f"demo: {len(ratings)} ratings from {data_dir / 'ratings.csv'}; training on {len(train)}, validating on {len(valid)}")
         _fit_and_save(train, valid, args, fit_settings, data_dir / "items.csv")
-        print(f"  reloaded: validation RMSE {rmse(_load(args.out), valid):.4f}; try: collabemb info {args.out}")
+        print(f"  reloaded: validation RMSE {rmse(load_artifact(args.out), valid):.4f}; try: collabemb info {args.out}")
         return 0
 
 
 def _cmd_fit_implicit(args: argparse.Namespace) -> int:
-    with _writing(args.out):  # --out checked and held before any data is read
+    with writing(args.out):  # --out checked and held before any data is read
         from collabemb.artifact import save_model
         from collabemb.data import read_ratings
         from collabemb.implicit_mf import fit_implicit, fit_popularity
 
-        ratings = read_ratings(args.ratings, **_read_options(args))
+        ratings = read_ratings(args.ratings, **read_options(args))
         print(f"read {len(ratings)} interactions from {ratings.source}")
         t0 = time.perf_counter()
         if args.model == "popularity":
@@ -411,189 +435,69 @@ def _cmd_fit_implicit(args: argparse.Namespace) -> int:
         print(f"wrote artifact {Path(args.out).resolve()}")
         return 0
 
-    # --- using a fitted model --------------------------------------------------------------------------
+
+# --- cross-validation and tuning (collabemb.tuning) --------------------------------------------
 
 
-def _load(artifact: str):
-    from collabemb.artifact import load_model
+def _cmd_cross_validate(args: argparse.Namespace) -> int:
+    fit_settings = settings_from_options(args)  # checked, the device too, before any data is read
+    from collabemb.data import read_ratings
+    from collabemb.tuning import cross_validate
 
-    return load_model(artifact)
+    ratings = read_ratings(args.ratings, **read_options(args))
+    print(f"read {len(ratings)} ratings from {ratings.source}")
+    print(f"{args.folds}-fold cross-validation, seed {fit_settings.seed}: {_settings_text(fit_settings, given_settings(args))}")
+    options = {k: v for k, v in fit_settings.to_dict().items() if k not in ("seed", "threads")}
+    table = cross_validate(ratings, args.folds, seed=fit_settings.seed, threads=fit_settings.threads, **options)
 
+    def count(value: float) -> str:  # the folds' counts are whole; their mean and std need not be
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from collabemb.inputs import read_pairs
-
-    fitted = _load(args.artifact)
-    id_types = {"user_id_type": fitted.users.id_type, "item_id_type": fitted.items.id_type}
-    pairs = read_pairs(args.pairs, user_col=args.user_col, item_col=args.item_col, sep=args.sep, **id_types)
-    _show(fitted.predict(pairs["user"], pairs["item"], unknown=args.unknown), args, table=False)
+    formats = {"rmse": "{:.4f}".format, "mae": "{:.4f}".format, "fit_seconds": "{:.2f}".format, "n_train": count, "n_test": count}
+    print(table.to_string(index=False, formatters=formats))
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import numbers
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from collabemb.settings_file import settings_format
 
-    from collabemb.inputs import read_ratings_for
-    from collabemb.metrics import evaluate
+    settings_format(args.out)  # .toml or .json, before the search
+    fixed = given_settings(args)
+    seed, threads = fixed.pop("seed", 0), fixed.pop("threads", None)
+    FitSettings(**fixed).check_device()
+    from collabemb.data import read_ratings
+    from collabemb.tuning import import_optuna, tune
 
-    fitted = _load(args.artifact)
-    test = read_ratings_for(fitted, args.test, **_read_options(args))  # each ID column in its registry's type
-    train = read_ratings_for(fitted, args.train, **_read_options(args)) if args.train else None
-    threshold, why = args.threshold, ""
-    if threshold is None and fitted.identity.threshold is not None:
-        threshold, why = float(fitted.identity.threshold), " (the model's training threshold)"
-    results = evaluate(fitted, test, train=train, k=args.k, threshold=threshold, exclude_seen=not args.include_seen)
-    seen = f"excluded (from {args.train})" if train is not None else f"excluded (the artifact's {len(fitted.seen_items)} training pairs)"
-    seen = "not excluded (--include-seen)" if args.include_seen else seen
-    relevant = f"rating >= {threshold:g}{why}" if threshold is not None else "every test row"
-    print(f"model     {fitted.identity.family}: {len(fitted.users)} users, {len(fitted.items)} items, {fitted.n_factors} factors")
-    print(f"test      {len(test)} rows from {test.source}, {test.frame['user'].nunique()} users; relevant: {relevant}")
-    print(f"seen      training items {seen}")
-    print()
-    print(f"{'metric':<20}{'value':>8}")
-    for name, value in results.items():
-        print(f"{name:<20}{value:>8}" if isinstance(value, numbers.Integral) else f"{name:<20}{value:>8.4f}")
+    import_optuna()
+    ratings = read_ratings(args.ratings, **read_options(args))
+    print(f"read {len(ratings)} ratings from {ratings.source}")
+    fixed_text = ", ".join(f"{k}={v}" for k, v in fixed.items()) or "none"
+    print(f"tuning: {args.trials} trials, each {args.folds}-fold cross-validation, seed {seed}; fixed settings: {fixed_text}")
+    on_trial = _say_trial if sys.stderr.isatty() else None
+    result = tune(
+        ratings, folds=args.folds, trials=args.trials, timeout=args.timeout, seed=seed, threads=threads, on_trial=on_trial, **fixed
+    )
+    trials = result.trials
+    formats = {name: "{:.4g}".format for name in trials.columns if trials[name].dtype.kind == "f"}
+    print(trials.to_string(index=False, formatters={**formats, "rmse": "{:.4f}".format, "seconds": "{:.2f}".format}))
+    print(f"best: trial {result.best_trial}, mean validation RMSE {result.best_rmse:.4f} over {result.folds} folds")
+    for name, value in result.best_settings.items():
+        print(f"  {name} = {value:.4g}" if isinstance(value, float) else f"  {name} = {value}")
+    path = result.save(args.out)
+    print(f"wrote {path}; train with: collabemb fit {args.ratings} --config {args.out} --out DIR")
     return 0
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from collabemb.artifact import read_config, read_model_card
-    from collabemb.model_card import info_report
-
-    fitted = _load(args.artifact)
-    print(info_report(fitted, read_config(args.artifact), Path(args.artifact).resolve(), read_model_card(args.artifact)))
-    return 0
+_TRIAL_COLUMNS = ("number", "state", "rmse", "folds", "seconds")
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    t0, target = time.perf_counter(), Path(args.out)
-    stream = args.out == "-" or (target.exists() and not target.is_file() and not target.is_dir())  # stdout, a pipe, a device
-    if stream and args.format in ("npy", "projector"):
-        raise ValueError(f"--out {args.out}: a {args.format} export is a directory; only csv and parquet can be streamed")
-    if args.metadata and args.stored_metadata:
-        raise ValueError("give --metadata or --stored-metadata, not both")
-    from collabemb.export import write_embeddings
-    from collabemb.inputs import read_item_metadata
-
-    fitted = _load(args.artifact)
-    registry = fitted.registry(args.table)
-    metadata, id_col = (True, None) if args.stored_metadata else (None, None)
-    if args.metadata:  # read_item_metadata names the ID column "item", whatever the table
-        metadata, id_col = read_item_metadata(args.metadata, id_col=args.metadata_id_col or args.table, id_type=registry.id_type), "item"
-    options = {"format": args.format or ("csv" if stream else None), "unknown_row": args.unknown_row, "digits": args.digits}
-    with tempfile.TemporaryDirectory() as tmp:  # a stream gets the finished file: never a rename onto a device
-        out = write_embeddings(
-            fitted, Path(tmp) / "export" if stream else target, args.table, metadata=metadata, metadata_id_col=id_col, **options
-        )
-        if stream:
-            sys.stdout.flush()
-            with open(sys.stdout.fileno() if args.out == "-" else target, "wb", closefd=args.out != "-") as sink:
-                sink.write(out.read_bytes())
-    rows, row0 = len(registry) + (1 if args.unknown_row else 0), " (row 0, the unknown slot, first)" if args.unknown_row else ""
-    said = f"wrote {rows} {args.table} rows{row0} x {fitted.n_factors} factors + bias to {args.out if stream else out}"
-    print(f"{said} in {time.perf_counter() - t0:.2f} s", file=sys.stderr if stream else sys.stdout)
-    return 0
+def _say_trial(row: dict) -> None:
+    """A finished trial as one line on the terminal, while the search goes on."""
+    settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in _TRIAL_COLUMNS)
+    print(f"trial {row['number']}: {row['state']} after {row['folds']} fold(s), rmse {row['rmse']:.4f} ({settings})", file=sys.stderr)
 
 
-def _cmd_plot(args: argparse.Namespace) -> int:
-    from collabemb.inputs import read_item_metadata, read_ratings_for
-    from collabemb.plots import plot_bias, plot_history, plot_pca
-
-    fitted = _load(args.artifact)
-    ratings = read_ratings_for(fitted, args.ratings, **_read_options(args)) if args.ratings else None
-    metadata = read_item_metadata(args.metadata, id_col=args.metadata_id_col, id_type=fitted.items.id_type) if args.metadata else None
-    common = {"ratings": ratings, "metadata": metadata, "label_col": args.label_col, "out": args.out}
-    if args.plot == "pca":
-        plot_pca(fitted, n=args.n or 40, color_by=args.color_by, **common)
-    elif args.plot == "bias":
-        plot_bias(fitted, n=args.n or 15, min_ratings=args.min_ratings, **common)
-    else:
-        plot_history(fitted, out=args.out)
-    print(f"wrote {args.out}")
-    return 0
-
-
-# --- similar IDs and recommendations (collabemb.index, collabemb.coldstart) ---------------------
-
-
-def _use_index(fitted, args: argparse.Namespace, parts: tuple[str, ...]) -> None:
-    """Search with the artifact's stored index, unless it has none or the options ask for another:
-    then build that one now (it is not saved; ``collabemb index`` saves one)."""
-    from collabemb.index import build_index
-
-    if fitted.index is None or args.index_type is not None or args.metric is not None:
-        metric = args.metric or "cosine"
-        fitted.index = build_index(fitted, parts=parts, index_type=args.index_type, metric=metric, threads=args.threads)
-
-
-def _show(frame, args: argparse.Namespace, *, table: bool = True) -> None:
-    """CSV to ``--output``, else a table (or CSV) on stdout."""
-    import pandas as pd
-
-    if args.output or not table:
-        frame.to_csv(args.output or sys.stdout, index=False, float_format="%.4f")
-        if args.output:
-            print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
-    else:
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
-            print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-
-
-def _cmd_similar(args: argparse.Namespace) -> int:
-    from collabemb.index import similar_items, similar_users
-
-    fitted = _load(args.artifact)
-    ids = fitted.registry(args.table).from_text(args.ids)  # by the rule for files (collabemb.inputs)
-    _use_index(fitted, args, ("items",) if args.table == "item" else ("users",))
-    search = similar_items if args.table == "item" else similar_users
-    _show(search(fitted, ids, args.k, unknown=args.unknown), args)
-    return 0
-
-
-def _cmd_recommend(args: argparse.Namespace) -> int:
-    from collabemb.coldstart import recommend_from_ratings
-    from collabemb.index import recommend
-
-    fitted = _load(args.artifact)
-    _use_index(fitted, args, ("recommend",))
-    if args.ratings:
-        frame = recommend_from_ratings(fitted, args.ratings, args.k, exclude_seen=not args.include_seen)
-    else:
-        users = fitted.users.from_text(args.user) if args.user else None  # None: the anonymous user
-        frame = recommend(fitted, users, args.k, exclude_seen=not args.include_seen, seen=args.seen, unknown=args.unknown)
-    _show(frame, args)
-    return 0
-
-
-def _cmd_index(args: argparse.Namespace) -> int:
-    from collabemb.artifact import save_model
-    from collabemb.index import build_index
-
-    if not Path(args.artifact).is_dir():
-        raise ValueError(f"{args.artifact}: no such artifact directory")
-    with _writing(args.artifact):  # load, build and save as one update: another writer meanwhile is refused
-        fitted = _load(args.artifact)
-        t0 = time.perf_counter()
-        fitted.index = build_index(fitted, parts=tuple(args.parts), index_type=args.index_type, metric=args.metric, threads=args.threads)
-        save_model(fitted, args.artifact)
-    built = ", ".join(f"{name} ({index_type})" for name, index_type in fitted.index.parts.items())
-    print(f"built {built} in {time.perf_counter() - t0:.1f} s, metric {args.metric}; stored in {Path(args.artifact).resolve()}")
-    return 0
-
-
-# --- applications ----------------------------------------------------------------------------
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from collabemb.serve import run_server
-
-    token = args.token if args.token is not None else os.environ.get("COLLABEMB_TOKEN")
-    return run_server(Path(args.artifact), host=args.host, port=args.port, workers=args.workers, token=token)
-
-
-def _cmd_explore(args: argparse.Namespace) -> int:
-    from collabemb.explorer import write_explorer
-
-    out = write_explorer(_load(args.artifact), Path(args.html), top=args.top)
-    print(f"wrote {out}")
-    return 0
+def _settings_text(fit_settings: FitSettings, names) -> str:
+    """``name=value`` for the named settings (those given), or "the defaults"."""
+    shown = [f"{name}={getattr(fit_settings, name)}" for name in FitSettings.names() if name in names]
+    return ", ".join(shown) or "the defaults"

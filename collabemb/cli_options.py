@@ -101,6 +101,19 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--id-type", choices=("int", "str"), help="force the ID type (default: inferred)")
 
 
+def read_options(args: argparse.Namespace) -> dict:
+    """The reading options given (:func:`add_read_options`), as collabemb.data.read_ratings's keyword arguments."""
+    return {name: getattr(args, name) for name in READ_OPTIONS}
+
+
+def writing(out: str):
+    """Hold ``--out``'s writer lock from before any data is read until the artifact is saved: an
+    unusable ``--out`` (a file, a foreign directory, another fit writing it) is refused at once."""
+    from collabemb.store import writer_lock
+
+    return writer_lock(out)
+
+
 def one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
@@ -161,24 +174,62 @@ def report_error(exc: Exception, args: argparse.Namespace | None) -> int:
 
 def add_settings_options(group, **defaults) -> None:
     """One command-line option per FitSettings field (``n_factors`` -> ``--n-factors``) in an argparse
-    group, typed from the field, with its help and default (or ``defaults``'); checked by FitSettings."""
+    group, typed from the field, with its help and default (or ``defaults``'); checked by FitSettings.
+    Then ``--config FILE``, a settings file (collabemb.settings_file) whose fields replace the defaults;
+    the options given on the command line replace the file's (each one given is noted in ``args.given``)."""
     hints = typing.get_type_hints(FitSettings)
+    group.set_defaults(given=frozenset())
     for name, default, help in FitSettings.describe():
         flag, default, value_type = "--" + name.replace("_", "-"), defaults.get(name, default), hints[name]
         if isinstance(value_type, types.UnionType):  # float | None -> float
             value_type = next(arg for arg in typing.get_args(value_type) if arg is not type(None))
         if value_type is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+            group.add_argument(flag, action=_GivenFlag, default=default, help=help)
         elif typing.get_origin(value_type) is tuple:
-            group.add_argument(flag, nargs=2, type=typing.get_args(value_type)[0], metavar=("LO", "HI"), default=default, help=help)
+            value_type = typing.get_args(value_type)[0]
+            group.add_argument(flag, action=_Given, nargs=2, type=value_type, metavar=("LO", "HI"), default=default, help=help)
         else:
             choices = {"engine": ENGINES, "lr_schedule": LR_SCHEDULES}.get(name)
             metavar = None if choices else value_type.__name__.upper()
-            group.add_argument(flag, type=value_type, choices=choices, metavar=metavar, default=default, help=help)
+            group.add_argument(flag, action=_Given, type=value_type, choices=choices, metavar=metavar, default=default, help=help)
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a settings file (.toml or .json, as collabemb tune writes) read first; options given here override it",
+    )
+
+
+class _Given(argparse.Action):
+    """Store the value, and note the option as given on the command line (so that it overrides ``--config``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = namespace.given | {self.dest}
+
+
+class _GivenFlag(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``, noted as given on the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given = namespace.given | {self.dest}
+
+
+def given_settings(args: argparse.Namespace) -> dict:
+    """The FitSettings fields that ``--config`` and the command line set, the command line's winning
+    (each checked: the file's naming the file and the key), in the order of the FitSettings fields."""
+    from_file = {}
+    if args.config is not None:
+        from collabemb.settings_file import read_settings
+
+        from_file = read_settings(args.config)
+    given = {**from_file, **{name: getattr(args, name) for name in args.given}}
+    return {name: given[name] for name in FitSettings.names() if name in given}  # in the fields' order
 
 
 def settings_from_options(args: argparse.Namespace) -> FitSettings:
-    """The settings given on a command line (:func:`add_settings_options`), checked, the device too."""
-    settings = FitSettings(**{name: getattr(args, name) for name in FitSettings.names()})
+    """The settings of a command line (:func:`add_settings_options`): the options' defaults, then
+    ``--config``'s fields, then the options given; checked, the device too."""
+    settings = FitSettings(**{**{name: getattr(args, name) for name in FitSettings.names()}, **given_settings(args)})
     settings.check_device()
     return settings

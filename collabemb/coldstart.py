@@ -1,6 +1,6 @@
 """Cold start: vectors for users and items the model never saw in training.
 
-Four paths, each named in the ``source`` of what it produces:
+Five paths, each named in the ``source`` of what it produces:
 
 * ``"fold_in"`` for rating models (``fitted.identity.fold_in == "rating"``):
   :func:`fold_in_users` / :func:`fold_in_items` solve a new ID's vector ``v`` and bias ``b`` from
@@ -19,6 +19,10 @@ Four paths, each named in the ``source`` of what it produces:
   model's answer for "no history at all".
 * ``"mean_of_items"``: :func:`fold_in_items_like` describes an unseen item by known items it
   resembles: the mean of their vectors and of their biases.
+* ``"side_info"``: :func:`fold_in_items` / :func:`fold_in_users` with ``features=`` place an ID
+  from its metadata (genres, year, tags; age, occupation) through a
+  :class:`~collabemb.side_info.SideInfoMap` learned on the known IDs' metadata: for IDs with no
+  ratings, or none of whose ratings name a known counterpart. Any model family.
 
 With ``add=True`` the new IDs are appended to the module's registry and tables
 (``append_rows``: rows never move), to ``fitted.seen_items`` and to ``fitted.index`` (and to
@@ -40,20 +44,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy.special import expit
 
 from collabemb.data import Ratings
 from collabemb.fitted import FittedModel
-from collabemb.implicit_mf import interaction_weights, kept_mask, read_interactions
+from collabemb.fold_solvers import MAX_ITER, TOL, als_confidences, als_solve, solve_one
+from collabemb.implicit_mf import read_interactions
 from collabemb.index import SimilarityIndex, index_of, mean_of_items
 from collabemb.inputs import read_ratings_as, read_ratings_for
 from collabemb.models import Table
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_type_of
 from collabemb.settings import check_k
-
-MAX_ITER = 50
-TOL = 1e-6
+from collabemb.side_info import SideInfoMap, feature_ids, side_info_map
 
 
 @dataclass
@@ -66,7 +68,7 @@ class FoldIn:
             without an ID column).
         vectors: (n, n_factors) float32.
         biases: (n,) float32, logit units.
-        source: (n,) str: ``"fold_in"``, ``"unknown_slot"`` or ``"mean_of_items"``.
+        source: (n,) str: ``"fold_in"``, ``"unknown_slot"``, ``"mean_of_items"`` or ``"side_info"``.
         n_ratings: (n,) int64 ratings used (for ``"mean_of_items"``: the items averaged);
             n_ignored: (n,) int64 ratings skipped because the model does not know their
             counterpart ID.
@@ -128,8 +130,10 @@ class FoldIn:
 
 def fold_in_users(
     fitted: FittedModel,
-    ratings: Ratings | pd.DataFrame | str | os.PathLike,
+    ratings: Ratings | pd.DataFrame | str | os.PathLike | None = None,
     *,
+    features: pd.DataFrame | None = None,
+    side_info: SideInfoMap | pd.DataFrame | None = None,
     add: bool = False,
     weight_decay: float | None = None,
     max_iter: int = MAX_ITER,
@@ -144,6 +148,13 @@ def fold_in_users(
         ratings: ``user``, ``item``, ``rating`` columns (Ratings, a DataFrame or a file read with
             :func:`~collabemb.data.read_ratings`). Without a ``user`` column all rows belong to
             one anonymous user. Items the model does not know are skipped (``n_ignored``).
+        features: user attributes, one row per user: a ``user`` column plus feature columns (age,
+            gender, occupation...). Users without ratings, or none of whose rated items are
+            known, are placed from them (``source="side_info"``, listed after the rated users);
+            the rest are folded in from their ratings.
+        side_info: the map that places them: a :class:`~collabemb.side_info.SideInfoMap`, or the
+            attributes of known users to learn one from. Default: learned from the rows of
+            ``features`` that name known users (:func:`~collabemb.side_info.side_info_map`).
         add: append the new users to the module's table (and to ``fitted.seen_items``,
             ``fitted.index`` and ``index``); their IDs must be new.
         weight_decay: L2 strength; default: the one the model was fitted with
@@ -152,13 +163,16 @@ def fold_in_users(
             ``tol`` times the number of ratings.
         index: another SimilarityIndex over this model to extend with ``add=True``.
     """
-    return _fold_in(fitted, ratings, "user", add=add, weight_decay=weight_decay, max_iter=max_iter, tol=tol, index=index)
+    kwargs = {"weight_decay": weight_decay, "max_iter": max_iter, "tol": tol}
+    return _fold_in(fitted, ratings, "user", features=features, side_info=side_info, add=add, index=index, **kwargs)
 
 
 def fold_in_items(
     fitted: FittedModel,
-    ratings: Ratings | pd.DataFrame | str | os.PathLike,
+    ratings: Ratings | pd.DataFrame | str | os.PathLike | None = None,
     *,
+    features: pd.DataFrame | None = None,
+    side_info: SideInfoMap | pd.DataFrame | None = None,
     add: bool = False,
     weight_decay: float | None = None,
     max_iter: int = MAX_ITER,
@@ -168,9 +182,13 @@ def fold_in_items(
     """Vectors and biases for new items from known users' ratings of them, the user table fixed.
 
     As :func:`fold_in_users` with the roles swapped: without an ``item`` column all rows rate one
-    anonymous item; users the model does not know are skipped.
+    anonymous item; users the model does not know are skipped. ``features``: item metadata (an
+    ``item`` column plus genres, year, tags...) placing items that have no usable ratings; the map
+    is by default learned from the model's stored ``item_metadata``, else from the rows of
+    ``features`` that name known items.
     """
-    return _fold_in(fitted, ratings, "item", add=add, weight_decay=weight_decay, max_iter=max_iter, tol=tol, index=index)
+    kwargs = {"weight_decay": weight_decay, "max_iter": max_iter, "tol": tol}
+    return _fold_in(fitted, ratings, "item", features=features, side_info=side_info, add=add, index=index, **kwargs)
 
 
 def fold_in_items_like(fitted: FittedModel, like: Mapping, *, add: bool = False, index: SimilarityIndex | None = None) -> FoldIn:
@@ -259,12 +277,12 @@ def fold_in_als(
     item_rows = items.encode(frame["item"])  # the other ID type raises TypeError
     known = item_rows != UNKNOWN_ROW
     n = len(uniques)
-    cui = _als_confidences(fitted, frame["rating"].to_numpy(np.float64), codes, item_rows, n)
+    cui = als_confidences(fitted, frame["rating"].to_numpy(np.float64), codes, item_rows, n)
     n_used = np.diff(cui.indptr)
     solved = n_used > 0
     user_w, user_b = fitted.tables("user")
     vectors = np.repeat(user_w[:1], n, axis=0)
-    vectors[solved] = _als_solve(fitted.tables("item")[0][1:].astype(np.float64), cui[solved], float(identity.regularization))
+    vectors[solved] = als_solve(fitted.tables("item")[0][1:].astype(np.float64), cui[solved], float(identity.regularization))
     biases = np.full(n, user_b[0], dtype=np.float32)
     biases[solved] = 0.0  # ALS has no biases
     seen = np.unique(codes[known].astype(np.int64) * items.n_rows + item_rows[known])
@@ -324,78 +342,6 @@ def recommend_from_ratings(
     pairs = (fold.rated_query, fold.rated_rows) if exclude_seen else None
     ids = fold.ids if fold.ids is not None else np.array([None], dtype=object)
     return searcher.recommend_vectors(fold.vectors, fold.biases, k, ids=ids, source=fold.source, rated=pairs, exclude=exclude)
-
-
-# --- the solvers ----------------------------------------------------------------------------------
-
-
-def solve_one(
-    other_vectors: np.ndarray,
-    other_biases: np.ndarray,
-    ratings: np.ndarray,
-    *,
-    weight_decay: float,
-    y_range: tuple[float, float],
-    max_iter: int = MAX_ITER,
-    tol: float = TOL,
-) -> tuple[np.ndarray, float, int, bool]:
-    """Minimise ``sum (r - y)^2 + weight_decay * n * |v|^2`` over ``(v, b)`` for one new ID.
-
-    Args:
-        other_vectors: (n, k) vectors of the counterparts rated; other_biases: (n,) their biases.
-        ratings: (n,) ratings.
-
-    Returns:
-        ``(v, b, iterations, converged)``: (k,) float64 vector, bias, Newton steps taken, and
-        whether the gradient fell below ``tol * n``.
-    """
-    X = np.asarray(other_vectors, dtype=np.float64)
-    c = np.asarray(other_biases, dtype=np.float64)
-    r = np.asarray(ratings, dtype=np.float64)
-    n, k = X.shape
-    lo, hi = (float(v) for v in y_range)
-    span = hi - lo
-    A = np.empty((n, k + 1))
-    A[:, :k] = X
-    A[:, k] = 1.0
-    reg = np.full(k + 1, float(weight_decay) * n)
-    reg[k] = 0.0  # the bias is not penalised, as in training
-    theta = np.zeros(k + 1)
-    m = np.clip((r.mean() - lo) / span, 0.02, 0.98)
-    theta[k] = np.log(m / (1 - m)) - c.mean()  # start where the mean rating is predicted
-
-    from collabemb.engines.newton import newton  # numba: imported (and its compiled code loaded) on the first fold-in only
-
-    iterations, converged = newton(A, c, r, reg, lo, span, theta, int(max_iter), float(tol))  # theta: solved in place
-    return theta[:k], float(theta[k]), int(iterations), bool(converged)
-
-
-def _als_confidences(fitted: FittedModel, values: np.ndarray, codes: np.ndarray, item_rows: np.ndarray, n: int) -> sp.csr_matrix:
-    """(n, n_items) CSR of ALS confidences ``alpha * w`` of the kept interactions with known items."""
-    identity = fitted.identity
-    keep = (item_rows != UNKNOWN_ROW) & kept_mask(values, identity.threshold)
-    confidence = interaction_weights(values[keep], identity.weighting or "binary") * float(identity.alpha)
-    cui = sp.csr_matrix((confidence, (codes[keep], item_rows[keep] - 1)), shape=(n, len(fitted.items)))
-    cui.sum_duplicates()
-    return cui
-
-
-def _als_solve(item_f: np.ndarray, cui: sp.csr_matrix, regularization: float) -> np.ndarray:
-    """(n_users, k) float64 exact ALS user factors for confidences ``cui`` (positive entries).
-
-    ``A_u = Y^T Y + reg * I + sum_i (c_ui - 1) y_i y_i^T`` and ``b_u = sum_i c_ui y_i``, the
-    same system ``implicit`` builds in ``recalculate_user``.
-    """
-    k = item_f.shape[1]
-    base = item_f.T @ item_f + regularization * np.eye(k)
-    out = np.empty((cui.shape[0], k))
-    for u in range(cui.shape[0]):
-        cols = cui.indices[cui.indptr[u] : cui.indptr[u + 1]]
-        c = cui.data[cui.indptr[u] : cui.indptr[u + 1]]
-        y = item_f[cols]
-        a = base + (y.T * (c - 1.0)) @ y
-        out[u] = np.linalg.solve(a, y.T @ c)
-    return out
 
 
 # --- internals ------------------------------------------------------------------------------------
@@ -476,7 +422,59 @@ def _columns(path: Path) -> list[str]:
     return [name.strip() for name in head.split(sep)]
 
 
-def _fold_in(fitted: FittedModel, ratings, table: Table, *, add: bool, weight_decay, max_iter: int, tol: float, index) -> FoldIn:
+def _fold_in(fitted: FittedModel, ratings, table: Table, *, features, side_info, add: bool, index, **solve) -> FoldIn:
+    """Ratings folded in, features placed through the side-info map, or both; then added if asked."""
+    if ratings is None and features is None:
+        raise ValueError(f"give the new {table}s' ratings, their features (side information), or both")
+    fold = None if ratings is None else _fold_in_ratings(fitted, ratings, table, add=add, **solve)
+    if features is not None:
+        if fold is not None and fold.ids is None:
+            raise ValueError(f"features name {table}s by ID: give the ratings a {table!r} column too")
+        placed = _place(fitted, table, features, side_info)
+        fold = placed if fold is None else _with_placed(fold, placed)
+    if add:
+        _refuse_known(fitted.registry(table), fold.ids, table)
+        _add(fitted, fold, index, seen_pairs=True)
+    return fold
+
+
+def _place(fitted: FittedModel, table: Table, features: pd.DataFrame, side_info) -> FoldIn:
+    """Every row of ``features`` placed through the side-info map (``source="side_info"``)."""
+    ids = feature_ids(features, table, fitted.registry(table))
+    vectors, biases = side_info_map(fitted, table, side_info, features).vectors(features)
+    n = len(ids)
+    return FoldIn(
+        table=table,
+        ids=ids,
+        vectors=vectors,
+        biases=biases,
+        source=np.full(n, "side_info", dtype=object),
+        n_ratings=np.zeros(n, dtype=np.int64),
+        n_ignored=np.zeros(n, dtype=np.int64),
+        iterations=np.zeros(n, dtype=np.int64),
+        converged=np.ones(n, dtype=bool),
+        rows=None,
+        rated_query=np.empty(0, np.int64),
+        rated_rows=np.empty(0, np.int64),
+    )
+
+
+def _with_placed(rated: FoldIn, placed: FoldIn) -> FoldIn:
+    """``rated``'s IDs first, those the unknown slot answered taking their placement when there is
+    one; then the placed IDs without ratings, in their order."""
+    at = pd.Index(placed.ids).get_indexer(rated.ids)
+    swap = (rated.source == "unknown_slot") & (at >= 0)
+    rated.vectors[swap], rated.biases[swap], rated.source[swap] = placed.vectors[at[swap]], placed.biases[at[swap]], "side_info"
+    extra = pd.Index(rated.ids).get_indexer(placed.ids) < 0
+    joined = {
+        name: np.concatenate([getattr(rated, name), getattr(placed, name)[extra]])
+        for name in ("ids", "vectors", "biases", "source", "n_ratings", "n_ignored", "iterations", "converged")
+    }
+    return FoldIn(table=rated.table, rows=None, rated_query=rated.rated_query, rated_rows=rated.rated_rows, **joined)
+
+
+def _fold_in_ratings(fitted: FittedModel, ratings, table: Table, *, add: bool, weight_decay, max_iter: int, tol: float) -> FoldIn:
+    """The rating fold-in (module docstring); with ``add`` it only checks that the IDs can be added."""
     _rating_fold_in_applies(fitted)
     other = _other(table)
     frame, anonymous = _read(ratings, fitted, table, other)
@@ -508,13 +506,14 @@ def _fold_in(fitted: FittedModel, ratings, table: Table, *, add: bool, weight_de
             vectors[j], biases[j], source[j] = unknown_w, unknown_b, "unknown_slot"
             continue
         rows = rows[ok]
+        prior = fitted.history_vector(rows) if table == "user" else None  # svdpp: the vector the user's history gives
         v, b, it, conv = solve_one(
-            other_w[rows], other_b[rows], r[sel][ok], weight_decay=wd, y_range=fitted.y_range, max_iter=max_iter, tol=tol
+            other_w[rows], other_b[rows], r[sel][ok], weight_decay=wd, y_range=fitted.y_range, max_iter=max_iter, tol=tol, prior=prior
         )
         vectors[j], biases[j], iterations[j], converged[j] = v, b, it, conv
         used_query.append(np.full(len(rows), j, dtype=np.int64))
         used_rows.append(rows)
-    fold = FoldIn(
+    return FoldIn(
         table=table,
         ids=ids,
         vectors=vectors,
@@ -528,16 +527,13 @@ def _fold_in(fitted: FittedModel, ratings, table: Table, *, add: bool, weight_de
         rated_query=np.concatenate(used_query) if used_query else np.empty(0, np.int64),
         rated_rows=np.concatenate(used_rows) if used_rows else np.empty(0, np.int64),
     )
-    if add:
-        _add(fitted, fold, index, seen_pairs=True)
-    return fold
 
 
 def _refuse_known(registry: IdRegistry, ids: np.ndarray, table: str) -> None:
     known = registry.known(ids)  # IDs of the other type raise TypeError
     if known.any():
         raise ValueError(
-            f"{table} {ids[known][0]!r} is already known; add=True appends new IDs only "
+            f"{table} {ids[known].tolist()[0]!r} is already known; add=True appends new IDs only "
             f"(fold in without add to re-estimate a known {table})"
         )
 

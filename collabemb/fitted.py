@@ -31,6 +31,8 @@ from collabemb.interactions import SeenItems
 from collabemb.models import EmbeddingDotBias, Table
 from collabemb.registry import IdRegistry, Unknown, id_type_of
 from collabemb.schema import FAMILIES, ROW0  # the vocabularies are declared with the artifact's schema
+from collabemb.settings import MODELS
+from collabemb.side_info import predict_with_features
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class ModelIdentity:
         threshold: implicit models: interactions below it were dropped; None kept all.
         weighting: implicit models: ``"binary"``, ``"raw"`` or ``"log"``.
         regularization, alpha: ALS's L2 and confidence scale (its fold-in reuses them).
+        rating_model: rating models: ``"dot"``, or ``"svdpp"``: the user table holds effective vectors
+            (own vector plus the normalised sum of the history vectors of the items the user rated in
+            training), and the model carries those history vectors (:attr:`FittedModel.history_vectors`).
     """
 
     family: str = "rating"
@@ -57,10 +62,15 @@ class ModelIdentity:
     weighting: str | None = None
     regularization: float | None = None
     alpha: float | None = None
+    rating_model: str = "dot"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.rating_model not in MODELS or (self.rating_model != "dot" and self.family != "rating"):
+            raise ValueError(
+                f"rating_model must be one of {', '.join(MODELS)} ('dot' unless family is 'rating'), got {self.rating_model!r}"
+            )
         if self.row0 not in ROW0:
             raise ValueError(f"row0 must be one of {', '.join(ROW0)}, got {self.row0!r}")
 
@@ -134,6 +144,7 @@ class FittedModel:
         seen_items: SeenItems | None = None,
         item_metadata: pd.DataFrame | None = None,
         index: IndexSnapshot | None = None,
+        history_vectors: np.ndarray | None = None,
     ):
         if not isinstance(module, EmbeddingDotBias):
             raise TypeError(f"module must be an EmbeddingDotBias, got {type(module).__name__}")
@@ -145,6 +156,48 @@ class FittedModel:
             item_metadata = pd.DataFrame({"item": np.empty(0, dtype=np.int64 if module.items.id_type == "int" else object)})
         self.item_metadata = item_metadata
         self.index = index
+        self.history_vectors = history_vectors
+
+    @property
+    def history_vectors(self) -> np.ndarray | None:
+        """svdpp models: (n_item_rows, k) float32 history vectors y_j (a new user's vector starts as
+        ``|N|^-1/2`` times the sum of those of the items it rated); rows of items added after the fit
+        are zero. None for every other model."""
+        y = self._history_vectors
+        if y is None or len(y) == self.module.items.n_rows:
+            return y
+        grown = np.zeros((self.module.items.n_rows, y.shape[1]), np.float32)
+        grown[: len(y)] = y
+        self._history_vectors = grown
+        return grown
+
+    @history_vectors.setter
+    def history_vectors(self, value: np.ndarray | None) -> None:
+        svdpp = self.identity.rating_model == "svdpp"
+        if value is None:
+            if svdpp:
+                raise ValueError("an svdpp model needs its history vectors")
+            self._history_vectors = None
+            return
+        if not svdpp:
+            raise ValueError(f"history vectors belong to svdpp models; this one's rating_model is {self.identity.rating_model!r}")
+        value = np.asarray(value)
+        shape = (self.module.items.n_rows, self.module.n_factors)
+        if value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != shape[1] or len(value) > shape[0]:
+            raise ValueError(f"history_vectors must be float32 of shape {shape}, got {value.dtype} {value.shape}")
+        self._history_vectors = value
+
+    def history_vector(self, item_rows: np.ndarray) -> np.ndarray | None:
+        """svdpp: (k,) float64 ``|N|^-1/2 * sum of y_j`` over the distinct known item rows ``item_rows`` (a
+        user's history vector: the part of its vector its rated items give); None for other models."""
+        y = self.history_vectors
+        if y is None:
+            return None
+        rows = np.unique(np.asarray(item_rows, dtype=np.int64))
+        rows = rows[rows != 0]
+        if not len(rows):
+            return np.zeros(y.shape[1])
+        return y[rows].astype(np.float64).sum(axis=0) / np.sqrt(len(rows))
 
     @property
     def seen_items(self) -> SeenItems:
@@ -206,9 +259,19 @@ class FittedModel:
         unseen IDs get row 0's bias."""
         return self.module.bias(raw_ids, table, is_item=is_item, unknown=unknown)
 
-    def predict(self, users, items, *, unknown: Unknown = "unknown_slot") -> pd.DataFrame:
-        """Predicted ratings for raw ID pairs (see :meth:`EmbeddingDotBias.predict`)."""
-        return self.module.predict(users, items, unknown=unknown)
+    def predict(self, users, items, *, unknown: Unknown = "unknown_slot", item_features: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Predicted ratings for raw ID pairs (see :meth:`EmbeddingDotBias.predict`).
+
+        ``item_features``: item metadata (an ``item`` column plus genres, year, tags...) with rows
+        for items the model never saw: those are answered through their placement by a
+        :class:`~collabemb.side_info.SideInfoMap`, learned for the call on the stored
+        ``item_metadata`` (else on this frame's rows of known items), instead of by the unknown
+        slot; ``item_known`` stays False for them and a column ``item_source`` says ``"known"``,
+        ``"side_info"`` or ``"unknown_slot"`` (:func:`collabemb.side_info.predict_with_features`).
+        """
+        if item_features is None:
+            return self.module.predict(users, items, unknown=unknown)
+        return predict_with_features(self, users, items, item_features, unknown=unknown)
 
     # --- what the fit knows --------------------------------------------------------------------
     def set_item_metadata(self, frame: pd.DataFrame, *, id_col: str = "item") -> None:

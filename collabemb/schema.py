@@ -308,6 +308,7 @@ IDENTITY = Obj(
         "weighting": (Str(("binary", "raw", "log")), Null()),
         "regularization": (Num(0), Null()),
         "alpha": (Num(0), Null()),
+        "rating_model": Str(),  # one of settings.MODELS: ModelIdentity checks it
     }
 )
 

@@ -188,7 +188,8 @@ class Served:
             if not len(used):  # no known item: the unknown user, as fold_in_users answers
                 return self.users.weights[:1], self.users.biases[:1], query, used
             r32, wd = r.astype(np.float32).astype(np.float64)[known], identity.weight_decay
-            v, b, _, _ = solve_one(self.items.weights[used], self.items.biases[used], r32, weight_decay=wd, y_range=y_range)
+            prior = self.fitted.history_vector(used)  # svdpp: the history the rated items give; None otherwise
+            v, b, _, _ = solve_one(self.items.weights[used], self.items.biases[used], r32, weight_decay=wd, y_range=y_range, prior=prior)
             return v.astype(np.float32)[None], np.array([b], dtype=np.float32), query, np.sort(used)
         solve = {"rating": fold_in_users, "als": fold_in_als}.get(identity.fold_in)
         if solve is None:

@@ -1,12 +1,15 @@
 """Train/test splits of :class:`~collabemb.data.Ratings`.
 
-Four kinds: a seeded random fraction, per-user leave-last-n by timestamp, per-user random
-holdout of n, and predefined train/test files (such as the MovieLens 100K folds u1..u5).
+Five kinds: a seeded random fraction, per-user leave-last-n by timestamp, per-user random
+holdout of n, seeded random folds for cross-validation, and predefined train/test files (such as
+the MovieLens 100K folds u1..u5).
 """
 
 from __future__ import annotations
 
+import numbers
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -63,6 +66,30 @@ def split_random_per_user(ratings: Ratings, n: int = 1, *, seed: int = 0) -> tup
     test = np.zeros(len(ratings), dtype=bool)
     test[order] = (rank < n) & (count > n)
     return ratings.subset(~test), ratings.subset(test)
+
+
+def split_folds(ratings: Ratings, folds: int = 5, *, seed: int = 0) -> Iterator[tuple[Ratings, Ratings]]:
+    """``folds`` random folds for cross-validation (Surprise's ``KFold``), reproducible by seed.
+
+    The ratings are shuffled once and cut into ``folds`` test parts whose sizes differ by at most
+    one; every rating is in exactly one test part. Yields ``folds`` (train, test) pairs, fold 1
+    first, train being everything outside that test part (both in input order). Each pair is made
+    when it is asked for, so the folds are never all held at once. The arguments are checked here,
+    before the first pair.
+    """
+    n = len(ratings)
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or not 2 <= folds <= n:
+        raise ValueError(f"folds must be an integer from 2 to the number of ratings ({n}), got {folds!r}")
+    fold_of = np.empty(n, dtype=np.int64)
+    for fold, rows in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), int(folds))):
+        fold_of[rows] = fold
+    return _fold_pairs(ratings, fold_of, int(folds))
+
+
+def _fold_pairs(ratings: Ratings, fold_of: np.ndarray, folds: int) -> Iterator[tuple[Ratings, Ratings]]:
+    for fold in range(folds):
+        test = fold_of == fold
+        yield ratings.subset(~test), ratings.subset(test)
 
 
 def read_split(train_path: str | os.PathLike, test_path: str | os.PathLike, **read_kwargs) -> tuple[Ratings, Ratings]:

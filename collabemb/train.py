@@ -156,8 +156,8 @@ def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkp
         gen = torch.Generator().manual_seed(settings.seed)
         module = EmbeddingDotBias(data.users, data.items, n_factors=settings.n_factors, y_range=settings.y_range)
         module.reset_parameters(gen)
-        identity = ModelIdentity("rating", "trained", weight_decay=settings.weight_decay)
-        fitted = FittedModel(module, identity, FitHistory(params=params), data.seen())
+        identity = ModelIdentity("rating", "trained", weight_decay=settings.weight_decay, rating_model=settings.model)
+        fitted = FittedModel(module, identity, FitHistory(params=params), data.seen(), history_vectors=_no_history(module, settings))
         if resumed is not None:
             _restore_tables(module, {name: getattr(resumed.fitted.module, name).weight for name in TABLE_NAMES})
             fitted.history = resumed.fitted.history
@@ -170,6 +170,8 @@ def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkp
                 _load_engine_state(engine, resumed, Path(resume))
             target = Path(checkpoint) if checkpoint is not None else None
             _Loop(fitted, engine, settings, checkpoint=target, fingerprint=fingerprint).run(valid, resumed=resumed, on_epoch=on_epoch)
+            if settings.model == "svdpp":
+                fitted.history_vectors = engine.history_table.copy()
         finally:
             engine.close()
     finally:
@@ -189,6 +191,10 @@ def _resolve(settings: FitSettings, train: Ratings, valid: Ratings | None) -> Fi
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device='cuda' asked for, but torch sees no CUDA device")
     settings = settings.resolved(len(train), _choose_engine(settings.engine, settings.device))
+    if settings.model == "svdpp" and settings.engine != "fast":
+        raise ValueError("model='svdpp' trains on the fast engine (CPU) only; use engine='fast' or 'auto'")
+    if settings.model == "svdpp" and settings.early_stopping is not None:
+        raise ValueError("early_stopping keeps the best epoch's tables, not its history vectors: model='svdpp' runs all its epochs")
     y_range = settings.y_range or default_y_range(train.frame["rating"].to_numpy())
     return settings.replace(threads=_threads(settings), y_range=y_range)
 
@@ -200,6 +206,12 @@ def _make_engine(module: EmbeddingDotBias, data: Interactions, settings: FitSett
         return _lr_schedule(steps, steps_per_epoch * settings.epochs, settings.lr, settings.lr_schedule)
 
     common = {"lr_at": lr_at, "weight_decay": settings.weight_decay, "unknown_frac": settings.unknown_frac}
+    common["frequency_exponent"] = settings.frequency_exponent
+    if settings.model == "svdpp":
+        from collabemb.engines.svdpp import SvdppEngine
+
+        history = {"history_lr": settings.history_lr, "history_weight_decay": settings.history_weight_decay}
+        return SvdppEngine(module, data, seed=settings.seed, threads=settings.threads, **history, **common)
     if settings.engine == "fast":
         from collabemb.engines.fast import FastEngine
 
@@ -207,6 +219,11 @@ def _make_engine(module: EmbeddingDotBias, data: Interactions, settings: FitSett
     from collabemb.engines.autograd import AutogradEngine
 
     return AutogradEngine(module, data, gen=gen, batch_size=settings.batch_size, device=settings.device, **common)
+
+
+def _no_history(module: EmbeddingDotBias, settings: FitSettings) -> np.ndarray | None:
+    """The history vectors an svdpp fit starts from (zeros; the engine's are copied in when it ends)."""
+    return np.zeros((module.items.n_rows, module.n_factors), np.float32) if settings.model == "svdpp" else None
 
 
 def _choose_engine(engine: str, device: str) -> str:

@@ -18,11 +18,13 @@ from collabemb import cli
 
 from conftest import planted_ratings, snapshot_of
 
-#: Every command there was before this CLI was rewritten, in the order --help lists them.
+#: Every command, in the order --help lists them (those there were before this CLI was rewritten, and cross-validate and tune).
 COMMANDS = (
     "fit",
     "fit-implicit",
     "demo",
+    "cross-validate",
+    "tune",
     "predict",
     "evaluate",
     "info",
@@ -182,7 +184,7 @@ def test_choices_written_into_the_parser_are_the_librarys():
     assert set(cli.UNKNOWN) == set(registry.UNKNOWN_CHOICES)
     assert tuple(data.LAYOUTS) == cli_options.LAYOUTS  # the reading options' choices live with the other option words
     assert cli.IMPLICIT_MODELS == implicit_mf.FAMILIES and cli.WEIGHTINGS == implicit_mf.WEIGHTINGS
-    assert cli.READ_OPTIONS == train.READ_OPTIONS
+    assert cli_options.READ_OPTIONS == train.READ_OPTIONS
     defaults = ", ".join(f"{family} {implicit_mf.DEFAULTS[family]['regularization']:g}" for family in implicit_mf.FAMILIES)
     assert defaults == cli.IMPLICIT_DEFAULTS_HELP
 
@@ -402,6 +404,6 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cmd_info", interrupted)
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
     code, out, err = run_here(capsys, "info", "anything")
     assert code == 130 and out == "" and err == "collabemb: interrupted\n"

@@ -102,7 +102,7 @@ import sys
 import collabemb.cli as cli
 def command(args):
 {body}
-cli._cmd_info = command
+cli.cmd_info = command
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -258,7 +258,7 @@ sys.exit(entry(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("name", ["_parser", "_cmd_info"], ids=["argument-parsing", "in-a-command"])
+@pytest.mark.parametrize("name", ["_parser", "cmd_info"], ids=["argument-parsing", "in-a-command"])
 def test_ctrl_c_while_parsing_arguments_or_in_a_command_exits_130_with_one_line(world, name):
     command = [sys.executable, "-c", SLOW.format(name=name), "info", str(world / "int")]
     code, lines, _ = interrupt_when(command, "MARK")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import collabemb as ce
-from collabemb.engines import fast
+from collabemb.engines import fast, row_decays
 from collabemb.history import FitHistory
 from collabemb.interactions import _registry_and_rows, encode
 from collabemb.models import EmbeddingDotBias
@@ -86,7 +86,8 @@ def run_kernel(users, items, ratings, p, q, bu, bi, *, lr, wd, lo, span, route_b
         *acc,
         np.float32(lo),
         np.float32(span),
-        np.float32(wd),
+        np.full(len(p), wd, np.float32),  # every row the same L2 strength (frequency_exponent 1)
+        np.full(len(q), wd, np.float32),
         np.uint64(route_below),
         np.uint64(12345),
     )
@@ -182,14 +183,27 @@ def test_jit_falls_back_to_no_cache_when_numba_has_no_writable_cache_dir(monkeyp
 # --- fit with the fast engine ----------------------------------------------------------------
 
 
-def test_fast_and_autograd_engines_reach_the_same_rmse_on_planted_data(split):
+@pytest.mark.parametrize("exponent", [1.0, 0.5])
+def test_fast_and_autograd_engines_reach_the_same_rmse_on_planted_data(split, exponent):
     train, valid = split
     baseline = math.sqrt(np.mean((valid.frame["rating"] - train.frame["rating"].mean()) ** 2))
-    rmse = {
-        name: ce.fit(train, valid=valid, engine=name, threads=1, progress=False).history.valid_rmse[-1] for name in ("fast", "autograd")
-    }
+    kw = {"threads": 1, "progress": False, "frequency_exponent": exponent}
+    own = {"fast": {"weight_decay": 0.1}, "autograd": {}}  # each optimiser at its ml-100k strength of the plain penalty
+    rmse = {name: ce.fit(train, valid=valid, engine=name, **own[name], **kw).history.valid_rmse[-1] for name in own}
     assert rmse["fast"] < 0.6 * baseline and rmse["autograd"] < 0.6 * baseline
     assert rmse["fast"] == pytest.approx(rmse["autograd"], abs=0.015)
+
+
+def test_row_decays_scale_the_penalty_with_the_rating_count():
+    users, items = np.array([1, 1, 1, 1, 2, 0]), np.array([1, 2, 1, 1, 2, 1])  # user 1: 4 ratings, user 2: 1; item 1: 4, item 2: 2
+    flat_u, flat_i = row_decays(users, items, 4, 3, 0.2, 1.0)
+    assert flat_u.tolist() == pytest.approx([0.2] * 4) and flat_i.tolist() == pytest.approx([0.2] * 3)
+    du, di = row_decays(users, items, 4, 3, 0.2, 0.5)
+    mean_u = 2.5  # users 1 and 2 rated; row 0 and the unrated row 3 keep weight_decay
+    assert du.tolist() == pytest.approx([0.2, 0.2 * (4 / mean_u) ** -0.5, 0.2 * (1 / mean_u) ** -0.5, 0.2], rel=1e-6)
+    assert di[0] == pytest.approx(0.2) and di[1] < di[2]  # the more often rated item, the less per rating
+    totals = du[1:3] * np.array([4, 1])  # a pass's total penalty grows as n ** 0.5
+    assert totals[0] / totals[1] == pytest.approx(2.0, rel=1e-6)
 
 
 def test_fast_engine_with_one_thread_is_deterministic_for_a_seed(split):

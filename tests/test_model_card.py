@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -87,7 +88,8 @@ def test_the_card_states_counts_range_time_span_validation_row_0_and_versions(fr
     best = min(h.valid_rmse)
     assert f"Validation RMSE after the last epoch (3): {h.valid_rmse[-1]:.4f}" in card
     assert f"best {best:.4f} at epoch {h.valid_rmse.index(best) + 1}" in card
-    assert "| n_factors      | 4 |" in card and "| engine         | fast |" in card and "| y_range        | 0.6, 5.4 |" in card
+    for setting, value in (("n_factors", "4"), ("engine", "fast"), ("y_range", "0.6, 5.4"), ("model", "dot")):
+        assert re.search(rf"^\| {setting} +\| {re.escape(value)} \|$", card, re.M), setting
     assert "Recorded at fit time." in card
     assert f"| collabemb | {version('collabemb')} |" in card and f"| torch     | {torch.__version__} |" in card
     assert f"What it holds: {model.identity.row0_text}." in card

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 
@@ -61,6 +62,29 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release threads and buffers."""
         ...
+
+
+def row_decays(
+    user_rows: np.ndarray, item_rows: np.ndarray, n_user_rows: int, n_item_rows: int, weight_decay: float, exponent: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row L2 strengths of the per-rating penalty (frequency-aware regularisation, Rendle 2022).
+
+    A row with ``n`` training ratings gets ``weight_decay * (n / mean n) ** (exponent - 1)`` per
+    rating, so its total penalty over a pass grows as ``n ** exponent``: ``exponent = 1`` is the
+    plain per-rating penalty (every row ``weight_decay``), 0.5 penalises frequent rows less and rare
+    rows more per rating. Rows without ratings (row 0, the unknown slot, among them) get
+    ``weight_decay``. Returns ``((n_user_rows,), (n_item_rows,))`` float32.
+    """
+    out = []
+    for rows, n_rows in ((user_rows, n_user_rows), (item_rows, n_item_rows)):
+        counts = np.bincount(np.asarray(rows, dtype=np.int64), minlength=n_rows).astype(np.float64)
+        counts[0] = 0.0
+        decay = np.full(n_rows, float(weight_decay))
+        rated = counts > 0
+        if exponent != 1.0 and rated.any():
+            decay[rated] *= (counts[rated] / counts[rated].mean()) ** (exponent - 1.0)
+        out.append(decay.astype(np.float32))
+    return out[0], out[1]
 
 
 def compiled(fn: Callable, *, fastmath: set[str] | bool = False) -> Callable:

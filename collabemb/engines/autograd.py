@@ -1,7 +1,7 @@
 """The autograd engine: torch autograd and Adam over mini-batches, on any device.
 
 Minimises the objective of :mod:`collabemb.train` (per training rating
-``(r - y)**2 + weight_decay * (|p_u|**2 + |q_i|**2)``, averaged over each mini-batch), routing each
+``(r - y)**2 + wd_u * |p_u|**2 + wd_i * |q_i|**2`` (per-row strengths: :func:`~collabemb.engines.row_decays`), averaged over each mini-batch), routing each
 rating's user (and, independently, its item) to the unknown row 0 with probability
 ``unknown_frac`` per epoch. Slower than :mod:`collabemb.engines.fast` on the CPU, but it runs on
 CUDA and is the reference the fast engine is tested against. The same seed and thread count give
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from collabemb.engines import EpochResult
+from collabemb.engines import EpochResult, row_decays
 from collabemb.interactions import Interactions
 from collabemb.models import EmbeddingDotBias
 
@@ -36,6 +36,7 @@ class AutogradEngine:
         batch_size: int,
         unknown_frac: float,
         device: str,
+        frequency_exponent: float = 1.0,
     ):
         self.model = model
         self.gen = gen
@@ -47,6 +48,9 @@ class AutogradEngine:
         self.u_all = torch.as_tensor(np.array(data.user_rows, dtype=np.int64), device=device)
         self.i_all = torch.as_tensor(np.array(data.item_rows, dtype=np.int64), device=device)
         self.r_all = torch.as_tensor(np.array(data.values, dtype=np.float32), device=device)
+        n_rows = (model.users.n_rows, model.items.n_rows)
+        decays = row_decays(data.user_rows, data.item_rows, *n_rows, weight_decay, frequency_exponent)
+        self.decay_u, self.decay_i = (torch.as_tensor(d, device=device) for d in decays)
         self.n = len(data)
         self.steps_per_epoch = math.ceil(self.n / batch_size)
         self.opt = torch.optim.Adam(model.parameters(), lr=float(lr_at(np.zeros(1, np.int64), self.steps_per_epoch)[0]))
@@ -69,8 +73,8 @@ class AutogradEngine:
             for group in self.opt.param_groups:
                 group["lr"] = float(lrs[step])
             err = model(ub, ib) - self.r_all[idx]
-            reg = model.u_weight(ub).pow(2).sum(1) + model.i_weight(ib).pow(2).sum(1)
-            loss = (err.pow(2) + self.weight_decay * reg).mean()
+            reg = self.decay_u[ub] * model.u_weight(ub).pow(2).sum(1) + self.decay_i[ib] * model.i_weight(ib).pow(2).sum(1)
+            loss = (err.pow(2) + reg).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

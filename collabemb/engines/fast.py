@@ -2,7 +2,8 @@
 
 Same model and objective as :mod:`collabemb.engines.autograd`: per training rating
 (user u, item i, rating r), with ``y = lo + span * sigmoid(<p_u, q_i> + b_u + b_i)``, minimise
-``(r - y)**2 + weight_decay * (|p_u|**2 + |q_i|**2)``, the unknown slot trained by routing each
+``(r - y)**2 + wd_u * |p_u|**2 + wd_i * |q_i|**2`` (``wd`` the row's ``weight_decay``, scaled by its rating count
+when ``frequency_exponent`` is not 1: :func:`~collabemb.engines.row_decays`), the unknown slot trained by routing each
 rating's user (and, independently, its item) to row 0 with probability ``unknown_frac``.
 
 How it is fast:
@@ -60,7 +61,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from collabemb.engines import EpochResult, compiled
+from collabemb.engines import EpochResult, compiled, row_decays
 
 if TYPE_CHECKING:
     from collabemb.interactions import Interactions
@@ -119,14 +120,15 @@ def _mix64(x):
 
 @_jit
 def _adagrad_blocks(
-    users, items, ratings, starts, end, block_lr, block_size, p, q, bu, bi, gp, gq, gbu, gbi, lo, span, weight_decay, route_below, key
+    users, items, ratings, starts, end, block_lr, block_size, p, q, bu, bi, gp, gq, gbu, gbi, lo, span, decay_u, decay_i, route_below, key
 ):
     """Train on blocks of ratings in the given order; return (sum sq error, count).
 
     users, items: (n,) int32 rows; ratings: (n,) float32. Block j is ratings
     ``[starts[j], min(starts[j] + block_size, end))``, trained with learning rate ``block_lr[j]``.
     p, q: (rows, k) float32 factor tables; bu, bi: (rows,) float32 biases; gp, gq, gbu, gbi: their
-    Adagrad accumulators. Rating m's user goes to row 0 when the high 32 bits of mix64(key + m)
+    Adagrad accumulators; decay_u, decay_i: (rows,) float32 per-row L2 strengths
+    (:func:`~collabemb.engines.row_decays`). Rating m's user goes to row 0 when the high 32 bits of mix64(key + m)
     are below ``route_below``, its item when the low 32 bits are (``route_below=0``: ratings
     already routed). The squared error is summed over ratings on no row 0 (training rows are
     never 0, so: routed nowhere).
@@ -163,6 +165,8 @@ def _adagrad_blocks(
                     u = 0
                 if (h & np.uint64(0xFFFFFFFF)) < route_below:
                     i = 0
+            wd_u = decay_u[u]
+            wd_i = decay_i[i]
             z = bu[u] + bi[i]
             for f in range(k):
                 z += p[u, f] * q[i, f]
@@ -181,8 +185,8 @@ def _adagrad_blocks(
             norm_u = np.float32(0.0)
             norm_i = np.float32(0.0)
             for f in range(k):
-                du = g * q[i, f] - weight_decay * p[u, f]
-                di = g * p[u, f] - weight_decay * q[i, f]
+                du = g * q[i, f] - wd_u * p[u, f]
+                di = g * p[u, f] - wd_i * q[i, f]
                 norm_u += du * du
                 norm_i += di * di
             acc = gp[u] + norm_u * inv_k
@@ -194,8 +198,8 @@ def _adagrad_blocks(
             for f in range(k):
                 pf = p[u, f]
                 qf = q[i, f]
-                p[u, f] = pf + step_u * (g * qf - weight_decay * pf)
-                q[i, f] = qf + step_i * (g * pf - weight_decay * qf)
+                p[u, f] = pf + step_u * (g * qf - wd_u * pf)
+                q[i, f] = qf + step_i * (g * pf - wd_i * qf)
     return sq, count
 
 
@@ -243,7 +247,7 @@ class FastEngine:
         seed: seeds the one-off shuffle, each epoch's chunk order and the unknown-slot routing.
         lr_at: the schedule: ``lr_at(steps, steps_per_epoch)`` maps (m,) int64 global step
             numbers (one step per chunk, counted from 0 at the first epoch) to (m,) learning rates.
-        weight_decay, unknown_frac: as in :func:`collabemb.fit`.
+        weight_decay, frequency_exponent, unknown_frac: as in :func:`collabemb.fit`.
         threads: kernel threads (stratified when > 1: :meth:`_stratified`); every count is
             deterministic for a seed.
     """
@@ -258,6 +262,7 @@ class FastEngine:
         weight_decay: float,
         unknown_frac: float,
         threads: int,
+        frequency_exponent: float = 1.0,
     ):
         tables = {name: getattr(model, name).weight for name in STATE_NAMES}
         for name, t in tables.items():
@@ -286,6 +291,8 @@ class FastEngine:
         lo, hi = model.y_range
         self._lo, self._span = np.float32(lo), np.float32(hi - lo)
         self._wd = np.float32(weight_decay)
+        n_user_rows, n_item_rows = self._p.shape[0], self._q.shape[0]
+        self._decay = row_decays(self.users, self.items, n_user_rows, n_item_rows, weight_decay, frequency_exponent)
         self._route_below = np.uint64(min(round(unknown_frac * 2**32), 2**32))
         self._pool = None
         if self.threads > 1:
@@ -331,7 +338,7 @@ class FastEngine:
             if stop.is_set():
                 return None
             chunks = order[s : s + per_task]
-            tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, self._wd)
+            tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, *self._decay)
             source = (self.users, self.items, self.ratings)
             sq_, count_ = _adagrad_blocks(*source, chunks * CHUNK, self.n, lrs[s : s + per_task], CHUNK, *tables, self._route_below, key)
             sq, count = sq + sq_, count + count_
@@ -351,7 +358,7 @@ class FastEngine:
         cell_start, totals = self._bucket(order, key, stop)
         lock = threading.Lock()
         done = [0]
-        tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, self._wd)
+        tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, *self._decay)
         cells = (self._cell_users, self._cell_items, self._cell_ratings)
 
         def train(stratum: int, t: int) -> tuple[float, int] | None:
@@ -453,7 +460,7 @@ def warm_up() -> None:
         t = np.zeros((2, 4), dtype=np.float32)
         i32, f32 = np.zeros(1, np.int32), np.ones(1, np.float32)
         tables = (t, t.copy(), z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
-        consts = (np.float32(0.5), np.float32(5.0), np.float32(0.1))
+        consts = (np.float32(0.5), np.float32(5.0), np.full(2, 0.1, np.float32), np.full(2, 0.1, np.float32))
         for route_below in (np.uint64(0), np.uint64(1)):
             _adagrad_blocks(i32, i32, f32, np.zeros(1, np.int64), 1, f32, CHUNK, *tables, *consts, route_below, np.uint64(1))
         blocks = np.zeros(2, np.int32)
