@@ -45,6 +45,10 @@ def surprise_svd(train: ce.Ratings, test: ce.Ratings, plus: bool = False) -> tup
     return rmse(pred, test.frame["rating"]), seconds
 
 
+#: The fast engine's defaults before frequency-aware regularisation (issue 11).
+OLD_DEFAULTS = {"weight_decay": 0.1, "frequency_exponent": 1.0}
+
+
 def collabemb_defaults(train: ce.Ratings, test: ce.Ratings, threads: int, **kwargs) -> tuple[ce.FittedModel, float, float]:
     t0 = time.perf_counter()
     model = ce.fit(train, threads=threads, progress=False, **kwargs)
@@ -82,18 +86,26 @@ def main() -> None:
     data = Path(args.data)
 
     folds = {f: ce.read_split(data / f"u{f}.base", data / f"u{f}.test", layout="ml-100k") for f in args.folds}
-    names = ["collabemb dot", "collabemb svdpp", "collabemb svdpp (1 thread)", "Surprise SVD", "Surprise SVD++"]
+    names = [
+        "collabemb dot (old defaults)",
+        "collabemb dot",
+        "collabemb svdpp",
+        "collabemb svdpp (1 thread)",
+        "Surprise SVD",
+        "Surprise SVD++",
+    ]
     rows = []
     for f, (train, test) in folds.items():
+        _, old_rmse, old_sec = collabemb_defaults(train, test, args.threads, engine=args.engine, **OLD_DEFAULTS)
         model, dot_rmse, dot_sec = collabemb_defaults(train, test, args.threads, engine=args.engine)
         _, pp_rmse, pp_sec = collabemb_defaults(train, test, args.threads, model="svdpp")
         _, pp1_rmse, pp1_sec = collabemb_defaults(train, test, 1, model="svdpp")
         nan = (float("nan"), float("nan"))
         svd = surprise_svd(train, test) if not args.no_surprise else nan
         svdpp = surprise_svd(train, test, plus=True) if not args.no_surprise else nan
-        rows.append((f"u{f}", (dot_rmse, dot_sec), (pp_rmse, pp_sec), (pp1_rmse, pp1_sec), svd, svdpp))
+        rows.append((f"u{f}", (old_rmse, old_sec), (dot_rmse, dot_sec), (pp_rmse, pp_sec), (pp1_rmse, pp1_sec), svd, svdpp))
         print(f"u{f}: " + "   ".join(f"{n} {r:.4f} ({t:.2f} s)" for n, (r, t) in zip(names, rows[-1][1:], strict=True)), flush=True)
-    means = [statistics.fmean(r[j][0] for r in rows) for j in range(1, 6)]
+    means = [statistics.fmean(r[j][0] for r in rows) for j in range(1, 7)]
     lines = [
         "| fold | " + " | ".join(f"{n} RMSE | fit s" for n in names) + " |",
         "| --- |" + " ---: | ---: |" * len(names),
@@ -105,14 +117,15 @@ def main() -> None:
         )
         + " |",
     ]
-    best = min(means[:3])
+    best = min(means[:4])
     bar = [
         f"best collabemb mean RMSE {best:.4f} <= 0.895: {'pass' if best <= 0.895 else 'FAIL'}",
-        f"svdpp better than Surprise SVD++ on every fold: {'pass' if all(r[2][0] < r[5][0] for r in rows) else 'FAIL'}",
-        f"svdpp better than dot on every fold: {'pass' if all(r[2][0] < r[1][0] for r in rows) else 'FAIL'}",
+        f"svdpp (both thread counts) better than Surprise SVD++ on every fold: "
+        f"{'pass' if all(max(r[3][0], r[4][0]) < r[6][0] for r in rows) else 'FAIL'}",
+        f"svdpp better than dot on every fold: {'pass' if all(r[3][0] < r[2][0] for r in rows) else 'FAIL'}",
     ]
     print("\n".join(bar))
-    used = ("engine", "optimizer", "threads", "n_factors", "epochs", "lr", "lr_schedule", "weight_decay", "batch_size", "unknown_frac")
+    used = ("engine", "optimizer", "threads", "n_factors", "epochs", "lr", "lr_schedule", "weight_decay", "frequency_exponent", "unknown_frac")
     defaults = {k: model.history.params[k] for k in used}  # as resolved by fit, engine included
     table = "\n".join(lines)
     print(table)
@@ -140,7 +153,7 @@ def main() -> None:
             title="Accuracy on MovieLens 100K u1..u5 (benchmarks/accuracy.py)",
             command="python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
             body=(
-                f"collabemb defaults {defaults}; svdpp: the same with model='svdpp' (history_lr 0.3, history_weight_decay 1.0); "
+                f"collabemb defaults {defaults}; old defaults: {OLD_DEFAULTS}; svdpp: the same with model='svdpp' (history_lr 0.3, history_weight_decay 0.5); "
                 f"Surprise SVD and SVD++ defaults (random_state=0).\n\n"
                 f"{table}\n\nBar: "
                 + "; ".join(bar)

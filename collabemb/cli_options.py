@@ -12,7 +12,7 @@ import sys
 import types
 import typing
 
-from collabemb.settings import ENGINES, LR_SCHEDULES, MAX_THREADS, FitSettings, shown
+from collabemb.settings import ENGINES, LR_SCHEDULES, MAX_THREADS, MODELS, FitSettings, shown
 
 EXIT_BUG = 1
 EXIT_ERROR = 2
@@ -189,7 +189,7 @@ def add_settings_options(group, **defaults) -> None:
             value_type = typing.get_args(value_type)[0]
             group.add_argument(flag, action=_Given, nargs=2, type=value_type, metavar=("LO", "HI"), default=default, help=help)
         else:
-            choices = {"engine": ENGINES, "lr_schedule": LR_SCHEDULES}.get(name)
+            choices = {"engine": ENGINES, "lr_schedule": LR_SCHEDULES, "model": MODELS}.get(name)
             metavar = None if choices else value_type.__name__.upper()
             group.add_argument(flag, action=_Given, type=value_type, choices=choices, metavar=metavar, default=default, help=help)
     group.add_argument(

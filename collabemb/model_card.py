@@ -63,6 +63,12 @@ _FAMILY_TEXT = {
     "vectors": "vectors imported for similarity search (SimilarityIndex.from_vectors), not trained here",
 }
 
+_SVDPP_TEXT = (
+    " Its users' vectors are history-aware (model='svdpp', Koren's SVD++): each stored user vector is the user's"
+    " own vector plus the normalised sum of the history vectors (y_weight) of the items it rated in training;"
+    " a new user's vector starts from that sum over the items it rated."
+)
+
 
 # --- what a fit records ------------------------------------------------------------------------
 
@@ -124,7 +130,9 @@ def model_card(fitted: FittedModel) -> str:
     identity = fitted.identity
     title = f"# Model card: {identity.family} model (EmbeddingDotBias, {fitted.n_factors} factors)"
     sections = [
-        title + "\n\n" + f"This is {_FAMILY_TEXT[identity.family]}.{_imported(fitted)}",
+        title
+        + "\n\n"
+        + f"This is {_FAMILY_TEXT[identity.family]}.{_SVDPP_TEXT if identity.rating_model == 'svdpp' else ''}{_imported(fitted)}",
         "## Data\n\n" + _data(fitted),
         "## Settings\n\n" + _settings(fitted),
         "## Validation\n\n" + _validation(fitted),

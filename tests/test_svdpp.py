@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import collabemb as ce
-from collabemb.artifact import HISTORY_TABLE, TENSORS_FILE
+from collabemb.artifact import HISTORY_TABLE, TENSORS_FILE, read_model_card
 from collabemb.engines.svdpp import SvdppEngine
 from collabemb.interactions import encode
 from collabemb.models import EmbeddingDotBias
@@ -192,6 +192,7 @@ def test_the_artifact_keeps_the_history_vectors_and_refuses_tampering(tmp_path):
     ce.save_model(model, tmp_path / "m")
     back = ce.load_model(tmp_path / "m")
     assert back.identity.rating_model == "svdpp"
+    assert "history-aware" in read_model_card(tmp_path / "m")
     assert np.array_equal(back.history_vectors, model.history_vectors)
     pairs = frame.iloc[:50]
     assert np.array_equal(back.predict(pairs.user, pairs.item).prediction, model.predict(pairs.user, pairs.item).prediction)
@@ -232,3 +233,18 @@ def test_svdpp_refusals():
     dot = ce.fit(frame, epochs=1, progress=False)
     with pytest.raises(ValueError, match="svdpp"):
         dot.history_vectors = np.zeros((dot.items.n_rows, 64), np.float32)
+
+
+def test_the_server_folds_a_new_user_in_from_history_as_fold_in_users_does(tmp_path):
+    from collabemb.serve_app import load_served
+
+    frame = planted_ratings(60, 40, 12, seed=9)
+    model = ce.fit(frame, model="svdpp", epochs=3, n_factors=6, threads=1, progress=False)
+    ce.save_model(model, tmp_path / "m")
+    served = load_served(tmp_path / "m")
+    items, ratings = [3, 7, 11, 19], [5.0, 4.0, 1.0, 3.0]
+    vector, bias, query, rated = served.fold_in(items, ratings)
+    want = ce.fold_in_users(model, pd.DataFrame({"item": items, "rating": ratings}))
+    assert query["source"] == "fold_in" and query["n_ratings"] == 4
+    np.testing.assert_allclose(vector[0], want.vectors[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bias, want.biases, rtol=1e-6, atol=1e-7)
