@@ -105,7 +105,7 @@ def main() -> None:
         svdpp = surprise_svd(train, test, plus=True) if not args.no_surprise else nan
         rows.append((f"u{f}", (old_rmse, old_sec), (dot_rmse, dot_sec), (pp_rmse, pp_sec), (pp1_rmse, pp1_sec), svd, svdpp))
         print(f"u{f}: " + "   ".join(f"{n} {r:.4f} ({t:.2f} s)" for n, (r, t) in zip(names, rows[-1][1:], strict=True)), flush=True)
-    means = [statistics.fmean(r[j][0] for r in rows) for j in range(1, 7)]
+    means = [statistics.fmean(r[j][0] for r in rows) for j in range(1, len(names) + 1)]
     lines = [
         "| fold | " + " | ".join(f"{n} RMSE | fit s" for n in names) + " |",
         "| --- |" + " ---: | ---: |" * len(names),
@@ -113,7 +113,7 @@ def main() -> None:
         "| **mean** | "
         + " | ".join(
             f"**{statistics.fmean(r[j][0] for r in rows):.4f}** | {statistics.median(r[j][1] for r in rows):.2f} (median)"
-            for j in range(1, 6)
+            for j in range(1, len(names) + 1)
         )
         + " |",
     ]

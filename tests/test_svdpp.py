@@ -83,10 +83,10 @@ def _reference_epoch(engine: SvdppEngine, epoch: int, state: dict) -> dict:
             step_u, step_i = lr / math.sqrt(gp[u] + eps), lr / math.sqrt(gq[i] + eps)
             grad += gr * q[i]
             p[u], v, q[i] = p[u] + step_u * du, v + step_u * du, q[i] + step_i * di
+        n2 = (c * grad) @ (c * grad) / k  # each history row's accumulator takes the user's gradient
         for j in hist:
-            d = c * grad - ywd * y[j]
-            gy[j] += d @ d / k
-            y[j] += ylr * lr / math.sqrt(gy[j] + eps) * d
+            gy[j] += n2
+            y[j] += ylr * lr / math.sqrt(gy[j] + eps) * (c * grad - ywd * y[j])
     effective = p.copy()
     for u in range(1, len(p)):
         hist = engine._hist_items[engine._hist_ptr[u, 0] : engine._hist_ptr[u, 1]]
