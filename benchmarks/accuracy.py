@@ -125,7 +125,18 @@ def main() -> None:
         f"svdpp better than dot on every fold: {'pass' if all(r[3][0] < r[2][0] for r in rows) else 'FAIL'}",
     ]
     print("\n".join(bar))
-    used = ("engine", "optimizer", "threads", "n_factors", "epochs", "lr", "lr_schedule", "weight_decay", "frequency_exponent", "unknown_frac")
+    used = (
+        "engine",
+        "optimizer",
+        "threads",
+        "n_factors",
+        "epochs",
+        "lr",
+        "lr_schedule",
+        "weight_decay",
+        "frequency_exponent",
+        "unknown_frac",
+    )
     defaults = {k: model.history.params[k] for k in used}  # as resolved by fit, engine included
     table = "\n".join(lines)
     print(table)
