@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from accuracy import rmse
 
 import collabemb as ce
 
@@ -32,10 +33,6 @@ from machine import append_results
 
 HERE = Path(__file__).resolve().parent
 SIZES = (5, 10, 20)
-
-
-def rmse(pred, truth) -> float:
-    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2)))
 
 
 def history_only(model: ce.FittedModel, known: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:

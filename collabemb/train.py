@@ -65,7 +65,7 @@ from collabemb.data import Ratings, read_ratings
 from collabemb.engines import Engine
 from collabemb.fitted import FittedModel, ModelIdentity
 from collabemb.history import FitHistory
-from collabemb.interactions import Interactions, encode
+from collabemb.interactions import Interactions, SeenItems, encode
 from collabemb.model_card import data_facts, library_versions
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
 from collabemb.schema import CHECKPOINT_STATE, CHECKPOINT_STATE_MAX_BYTES, ArtifactError, parse_json
@@ -156,22 +156,23 @@ def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkp
         gen = torch.Generator().manual_seed(settings.seed)
         module = EmbeddingDotBias(data.users, data.items, n_factors=settings.n_factors, y_range=settings.y_range)
         module.reset_parameters(gen)
-        identity = ModelIdentity("rating", "trained", weight_decay=settings.weight_decay, rating_model=settings.model)
-        fitted = FittedModel(module, identity, FitHistory(params=params), data.seen(), history_vectors=_no_history(module, settings))
         if resumed is not None:
             _restore_tables(module, {name: getattr(resumed.fitted.module, name).weight for name in TABLE_NAMES})
-            fitted.history = resumed.fitted.history
-            fitted.history.params = params
         module.to(settings.device)
-        engine = _make_engine(module, data, settings, gen)
+        seen = data.seen()
+        engine = _make_engine(module, data, seen, settings, gen)
         del data
         try:
+            identity = ModelIdentity("rating", "trained", weight_decay=settings.weight_decay, rating_model=settings.model)
+            # svdpp: the engine's own history vectors, so every checkpoint (and the result) holds the current ones
+            history_vectors = engine.history_table if settings.model == "svdpp" else None
+            fitted = FittedModel(module, identity, FitHistory(params=params), seen, history_vectors=history_vectors)
             if resumed is not None:
+                fitted.history = resumed.fitted.history
+                fitted.history.params = params
                 _load_engine_state(engine, resumed, Path(resume))
             target = Path(checkpoint) if checkpoint is not None else None
             _Loop(fitted, engine, settings, checkpoint=target, fingerprint=fingerprint).run(valid, resumed=resumed, on_epoch=on_epoch)
-            if settings.model == "svdpp":
-                fitted.history_vectors = engine.history_table.copy()
         finally:
             engine.close()
     finally:
@@ -199,8 +200,9 @@ def _resolve(settings: FitSettings, train: Ratings, valid: Ratings | None) -> Fi
     return settings.replace(threads=_threads(settings), y_range=y_range)
 
 
-def _make_engine(module: EmbeddingDotBias, data: Interactions, settings: FitSettings, gen: torch.Generator) -> Engine:
-    """The engine ``settings.engine`` names, on the module's tables and the encoded ratings."""
+def _make_engine(module: EmbeddingDotBias, data: Interactions, seen: SeenItems, settings: FitSettings, gen: torch.Generator) -> Engine:
+    """The engine ``settings.engine`` names (svdpp's for ``model="svdpp"``), on the module's tables, the
+    encoded ratings and their distinct pairs ``seen``."""
 
     def lr_at(steps: np.ndarray, steps_per_epoch: int) -> np.ndarray:
         return _lr_schedule(steps, steps_per_epoch * settings.epochs, settings.lr, settings.lr_schedule)
@@ -211,7 +213,7 @@ def _make_engine(module: EmbeddingDotBias, data: Interactions, settings: FitSett
         from collabemb.engines.svdpp import SvdppEngine
 
         history = {"history_lr": settings.history_lr, "history_weight_decay": settings.history_weight_decay}
-        return SvdppEngine(module, data, seed=settings.seed, threads=settings.threads, **history, **common)
+        return SvdppEngine(module, data, seen=seen, seed=settings.seed, threads=settings.threads, **history, **common)
     if settings.engine == "fast":
         from collabemb.engines.fast import FastEngine
 
@@ -219,11 +221,6 @@ def _make_engine(module: EmbeddingDotBias, data: Interactions, settings: FitSett
     from collabemb.engines.autograd import AutogradEngine
 
     return AutogradEngine(module, data, gen=gen, batch_size=settings.batch_size, device=settings.device, **common)
-
-
-def _no_history(module: EmbeddingDotBias, settings: FitSettings) -> np.ndarray | None:
-    """The history vectors an svdpp fit starts from (zeros; the engine's are copied in when it ends)."""
-    return np.zeros((module.items.n_rows, module.n_factors), np.float32) if settings.model == "svdpp" else None
 
 
 def _choose_engine(engine: str, device: str) -> str:

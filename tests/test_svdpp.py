@@ -45,6 +45,7 @@ def _engine(frame: pd.DataFrame, *, threads: int = 1, k: int = 4, seed: int = 3)
         weight_decay=0.05,
         unknown_frac=0.0,
         threads=threads,
+        seen=data.seen(),
         history_lr=0.5,
         history_weight_decay=0.3,
     )
@@ -179,7 +180,10 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     frame = planted_ratings(60, 40, 15, seed=5)
     kw = {"model": "svdpp", "epochs": 4, "n_factors": 6, "threads": 2, "seed": 1, "progress": False}
     whole = ce.fit(frame, **kw)
-    ce.fit(frame, checkpoint=tmp_path / "ck", on_epoch=lambda h: len(h.epoch) == 2, **kw)
+    first = ce.fit(frame, checkpoint=tmp_path / "ck", on_epoch=lambda h: len(h.epoch) == 2, **kw)
+    # the checkpoint is a model with the history vectors of its epoch (as its effective user vectors are)
+    assert np.abs(first.history_vectors).sum() > 0
+    assert np.array_equal(ce.load_model(tmp_path / "ck").history_vectors, first.history_vectors)
     rest = ce.fit(frame, resume=tmp_path / "ck", **kw)
     assert rest.history.epoch == [1, 2, 3, 4]
     assert torch.equal(rest.module.u_weight.weight, whole.module.u_weight.weight)

@@ -290,7 +290,6 @@ class FastEngine:
         self._acc = [self.state[name].numpy() for name in STATE_NAMES]
         lo, hi = model.y_range
         self._lo, self._span = np.float32(lo), np.float32(hi - lo)
-        self._wd = np.float32(weight_decay)
         n_user_rows, n_item_rows = self._p.shape[0], self._q.shape[0]
         self._decay = row_decays(self.users, self.items, n_user_rows, n_item_rows, weight_decay, frequency_exponent)
         self._route_below = np.uint64(min(round(unknown_frac * 2**32), 2**32))

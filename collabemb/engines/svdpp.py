@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from collabemb.engines import EpochResult, compiled
-from collabemb.engines.fast import ADAGRAD_EPS, PREFETCH_AHEAD, TASK_RATINGS, FastEngine, _mix64, _prefetch
+from collabemb.engines import EpochResult
+from collabemb.engines.fast import ADAGRAD_EPS, PREFETCH_AHEAD, TASK_RATINGS, FastEngine, _jit, _mix64, _prefetch
 
 if TYPE_CHECKING:
     from collabemb.interactions import Interactions, SeenItems
@@ -56,12 +56,6 @@ if TYPE_CHECKING:
 #: The engine's own state tensors (besides the fast engine's Adagrad accumulators): the users' own
 #: vectors p, the history vectors y and their accumulators, and the stored per-block history sums.
 HISTORY_STATE = ("own_user", "history", "history_acc", "history_parts")
-
-_FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
-
-
-def _jit(fn):
-    return compiled(fn, fastmath=_FASTMATH)
 
 
 @_jit
@@ -103,15 +97,14 @@ def _svdpp_groups(
     y, gy: (n_item_rows, k) history vectors and their row accumulators; parts: (n_user_rows, T, k)
     the stored history sums per item block; hist_ptr: (n_user_rows, T + 1) offsets into hist_items
     of each user's training items by block; norm: (n_user_rows,) |N(u)|^-1/2 (0 without history);
-    block: this cell's item block; consts: (lo, span, weight_decay, history_weight_decay,
-    history_lr). Rating at position m goes to the unknown user when the high 32 bits of
+    block: this cell's item block; consts: (lo, span, history_weight_decay, history_lr). Rating at position m goes to the unknown user when the high 32 bits of
     mix64(key + m) are below ``route_below``, to the unknown item when the low 32 bits are; the
     unknown rows are this thread's copies ``row0_user = (p0 (1, k), b0, gp0, gbu0)`` and
     ``row0_item = (q0 (1, k), b0, gq0, gbi0)`` (merged by the caller: row 0 is every block's);
     decay_u, decay_i: the per-row L2 strengths (:func:`~collabemb.engines.row_decays`).
     """
     k = p.shape[1]
-    lo, span, ywd, ylr = consts[0], consts[1], consts[3], consts[4]
+    lo, span, ywd, ylr = consts[0], consts[1], consts[2], consts[3]
     inv_k = np.float32(1.0 / k)
     eps = np.float32(ADAGRAD_EPS)
     one = np.float32(1.0)
@@ -318,8 +311,9 @@ class SvdppEngine(FastEngine):
     """Row-wise Adagrad over user groups with the history term; the module's ``u_weight`` holds the
     effective user vectors after every pass (module docstring).
 
-    Args: as :class:`~collabemb.engines.fast.FastEngine` (its per-row L2 strengths too), plus ``history_lr`` (the history
-    vectors' learning rate as a fraction of the schedule's) and ``history_weight_decay``.
+    Args: as :class:`~collabemb.engines.fast.FastEngine` (its per-row L2 strengths too), plus ``seen`` (the
+    training pairs, ``data.seen()``: each user's history), ``history_lr`` (the history vectors'
+    learning rate as a fraction of the schedule's) and ``history_weight_decay``.
     """
 
     def __init__(
@@ -332,6 +326,7 @@ class SvdppEngine(FastEngine):
         weight_decay: float,
         unknown_frac: float,
         threads: int,
+        seen: SeenItems,
         history_lr: float,
         history_weight_decay: float,
         frequency_exponent: float = 1.0,
@@ -355,17 +350,13 @@ class SvdppEngine(FastEngine):
         group_cell = key[self._gstart[:-1]] // n_users
         self._cell_groups = np.searchsorted(group_cell, np.arange(T * T + 1)).astype(np.int64)  # cell c: groups [.[c], .[c+1])
         del key
-        self._hist_ptr, self._hist_items, self._norm = history_index(data.seen(), self._iblock, T)
+        self._hist_ptr, self._hist_items, self._norm = history_index(seen, self._iblock, T)
         self._y = np.zeros((n_items, k), np.float32)
         self._gy = np.zeros(n_items, np.float32)
         self._parts = np.zeros((n_users, T, k), np.float32)
-        self._consts = np.array([self._lo, self._span, self._wd, history_weight_decay, history_lr], dtype=np.float32)
-        self.state.update(
-            own_user=torch.from_numpy(self._p),
-            history=torch.from_numpy(self._y),
-            history_acc=torch.from_numpy(self._gy),
-            history_parts=torch.from_numpy(self._parts),
-        )
+        self._consts = np.array([self._lo, self._span, history_weight_decay, history_lr], dtype=np.float32)
+        mine = (self._p, self._y, self._gy, self._parts)
+        self.state.update({name: torch.from_numpy(array) for name, array in zip(HISTORY_STATE, mine, strict=True)})
 
     @property
     def history_table(self) -> np.ndarray:
@@ -376,7 +367,7 @@ class SvdppEngine(FastEngine):
         """Restore the accumulators, own vectors and history vectors; history parts stored for another
         thread count are recomputed from the history vectors."""
         super().load_state(state)
-        for name in ("own_user", "history", "history_acc"):
+        for name in HISTORY_STATE[:3]:
             self.state[name].copy_(state[name])
         if tuple(state["history_parts"].shape) == self._parts.shape:
             self.state["history_parts"].copy_(state["history_parts"])
@@ -390,8 +381,9 @@ class SvdppEngine(FastEngine):
         orders = [self._cell_groups[c] + rng.permutation(self._cell_groups[c + 1] - self._cell_groups[c]) for c in range(T * T)]
         steps = (epoch - 1) * self.n_chunks + np.arange(self.n_chunks, dtype=np.int64)
         lrs = np.asarray(self.lr_at(steps, self.n_chunks), dtype=np.float32)
-        trained = (self._p, self._y, self._gy, self._parts, self._q, self._bu, self._bi, *self._acc)
-        saved = [a.copy() for a in trained]  # a pass that is stopped leaves no trace
+        # a stopped pass leaves no trace in what only the engine holds (the fit loop restores the module's tables)
+        trained = (self._p, self._y, self._gy, self._parts)
+        saved = [a.copy() for a in trained]
         result = self._strata(orders, lrs, key, stop, tick)
         if result is None:
             for array, copy in zip(trained, saved, strict=True):
