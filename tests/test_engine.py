@@ -76,9 +76,8 @@ def run_kernel(users, items, ratings, p, q, bu, bi, *, lr, wd, lo, span, route_b
         np.asarray(items, np.int32),
         np.asarray(ratings, np.float32),
         np.zeros(1, np.int64),
-        len(ratings),
+        np.full(1, len(ratings), np.int64),
         np.full(1, lr, np.float32),
-        fast.CHUNK,
         p,
         q,
         bu,
@@ -90,6 +89,7 @@ def run_kernel(users, items, ratings, p, q, bu, bi, *, lr, wd, lo, span, route_b
         np.full(len(q), wd, np.float32),
         np.uint64(route_below),
         np.uint64(12345),
+        np.uint64(678),
     )
 
 
@@ -226,19 +226,21 @@ def test_fast_engine_with_two_threads_is_deterministic_for_a_seed(split):
 
 def test_bucketing_puts_each_routed_rating_in_its_cell_in_chunk_order():
     rng = np.random.default_rng(4)
-    n, rows, T, chunk = 5000, 50, 3, 64
+    n, rows, T, n_chunks = 5000, 50, 3, 40
     users, items = rng.integers(1, rows, n).astype(np.int32), rng.integers(1, rows, n).astype(np.int32)
-    ratings = np.arange(n, dtype=np.float32)  # the rating is the position: shows where each went
+    order, chunk_start = fast._hash_order(users, items, np.uint64(7), n_chunks)
+    users, items = users[order], items[order]
+    ratings = np.arange(n, dtype=np.float32)  # the rating is the place: shows where each went
     ublock, iblock = rng.integers(0, T, rows).astype(np.int32), rng.integers(0, T, rows).astype(np.int32)
-    chunks = rng.permutation(-(-n // chunk)).astype(np.int64)
-    route = (ublock, iblock, T, np.uint64(2**31), np.uint64(99))  # about half of each side routed to row 0
+    chunks = rng.permutation(n_chunks).astype(np.int64)
+    route = (ublock, iblock, T, np.uint64(2**31), np.uint64(99), np.uint64(7))  # about half of each side routed to row 0
     counts = np.zeros(T * T, np.int64)
     empty_i, empty_f = np.empty(0, np.int32), np.empty(0, np.float32)
-    fast._bucket_cells(users, items, ratings, chunks, chunk, *route, counts, empty_i, empty_i, empty_f)
+    fast._bucket_cells(users, items, ratings, chunk_start, chunks, *route, counts, empty_i, empty_i, empty_f)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out_u, out_i, out_r = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.float32)
-    fast._bucket_cells(users, items, ratings, chunks, chunk, *route, starts.copy(), out_u, out_i, out_r)
-    visit = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n)) for c in chunks])
+    fast._bucket_cells(users, items, ratings, chunk_start, chunks, *route, starts.copy(), out_u, out_i, out_r)
+    visit = np.concatenate([np.arange(chunk_start[c], chunk_start[c + 1]) for c in chunks])
     cell = ublock[out_u] * T + iblock[out_i]
     assert np.array_equal(cell, np.repeat(np.arange(T * T), counts))  # cells laid out one after another
     m = out_r.astype(np.int64)
@@ -249,6 +251,25 @@ def test_bucketing_puts_each_routed_rating_in_its_cell_in_chunk_order():
     rank[visit] = np.arange(n)
     for c in range(T * T):  # within a cell: the epoch's chunk order
         assert np.all(np.diff(rank[m[starts[c] : starts[c] + counts[c]]]) > 0)
+
+
+def test_the_layout_of_the_ratings_depends_on_their_pairs_not_on_their_input_order():
+    rng = np.random.default_rng(5)
+    n, n_chunks = 4000, 7
+    users, items = rng.integers(1, 60, n).astype(np.int32), rng.integers(1, 90, n).astype(np.int32)
+    order, chunk_start = fast._hash_order(users, items, np.uint64(11), n_chunks)
+    assert sorted(order) == list(range(n)) and chunk_start[0] == 0 and chunk_start[-1] == n
+    assert np.all(np.diff(chunk_start) > n / n_chunks / 2)  # chunks of about n / n_chunks ratings
+    shuffled = rng.permutation(n)  # the same ratings read in another order, or split between processes
+    order2, chunk_start2 = fast._hash_order(users[shuffled], items[shuffled], np.uint64(11), n_chunks)
+    assert np.array_equal(chunk_start, chunk_start2)
+    pairs = np.stack([users[order], items[order]])
+    assert np.array_equal(pairs, np.stack([users[shuffled][order2], items[shuffled][order2]]))
+    mine = users % 2 == 0  # one process's users: their layout is the whole layout, restricted to them
+    order3, chunk_start3 = fast._hash_order(users[mine], items[mine], np.uint64(11), n_chunks)
+    assert np.array_equal(np.stack([users[mine][order3], items[mine][order3]]), pairs[:, pairs[0] % 2 == 0])
+    other_key, _ = fast._hash_order(users, items, np.uint64(12), n_chunks)
+    assert not np.array_equal(order, other_key)
 
 
 def test_fast_engine_with_two_threads_trains_as_well_as_with_one(split):

@@ -23,11 +23,16 @@ How it is fast:
   thread on a busy 2-core machine).
 * **No copies of the model.** The kernel writes into numpy views of the module's own
   ``u_weight`` / ``i_weight`` / ``u_bias`` / ``i_bias`` tensors.
-* **Shuffle once, then shuffle chunks.** The ratings are permuted once (by ``seed``) into three
-  compact arrays (int32 user row, int32 item row, float32 rating: 12 bytes a rating); every epoch
-  then visits chunks of :data:`CHUNK` consecutive ratings in a fresh random order, so an epoch
+* **Shuffle once, then shuffle chunks.** Every rating gets a 64-bit hash of its (user row, item
+  row) pair and the fit's seed (:func:`_pair_hash`); the hash puts it in one of ``ceil(n / CHUNK)``
+  chunks (about :data:`CHUNK` ratings each) and orders it within the chunk. The ratings are laid
+  out once in that order as three compact arrays (int32 user row, int32 item row, float32 rating:
+  12 bytes a rating); every epoch then visits the chunks in a fresh random order, so an epoch
   costs no per-rating shuffling and no per-batch Python objects. The learning-rate schedule steps
-  once per chunk.
+  once per chunk. Because a rating's place depends on its pair and the seed only, never on its
+  position in the input, a process holding only some users' ratings lays them out exactly as one
+  holding all of them: what lets :mod:`collabemb.engines.dsgd` train the same model on N
+  processes.
 * **Threads, deterministically** (DSGD-style strata): with ``threads=T > 1`` every user row and
   every item row belongs to one of T blocks (a seeded draw, fixed for the fit). Each epoch the
   routed ratings are counting-sorted, in O(n) by the T threads, into a reused buffer of T*T cells
@@ -39,8 +44,8 @@ How it is fast:
   the buffer. Threads block rather than spin between strata, so they do not burn a core another
   process holds (OpenMP-style spinning slowed torch 50x in that situation).
 
-The unknown-slot routing draws come from a counter-based hash of (epoch key, position), so they
-do not depend on the number of threads or the order in which tasks are run.
+The unknown-slot routing draws come from a hash of (epoch key, the rating's pair hash), so they
+do not depend on the number of threads, the order in which tasks are run, or the process.
 """
 
 from __future__ import annotations
@@ -119,18 +124,60 @@ def _mix64(x):
 
 
 @_jit
+def _pair_hash(fit_key, u, i):
+    """The uint64 hash of one rating's (user row, item row) pair under the fit's key: a bijection of the
+    pair, so two ratings share it only when they rate the same pair."""
+    return _mix64(fit_key ^ ((np.uint64(u) << np.uint64(32)) | np.uint64(i)))
+
+
+@_jit
+def _chunk_of(h, n_chunks):
+    """The chunk (0..n_chunks-1) of pair hash ``h``: its top 32 bits scaled, so chunks are contiguous in h."""
+    return np.int64(((h >> np.uint64(32)) * np.uint64(n_chunks)) >> np.uint64(32))
+
+
+@_jit
+def _hash_order(users, items, fit_key, n_chunks):
+    """The fit's layout of the ratings: ``(order, chunk_start)``.
+
+    users, items: (n,) int32 rows. Returns (n,) int64 ``order`` (rating ``order[j]`` goes to place j) and
+    (n_chunks + 1,) int64 ``chunk_start`` (chunk c holds places ``chunk_start[c]:chunk_start[c + 1]``):
+    ratings sorted by pair hash (ties, the same pair rated twice, in input order), which sorts them by
+    chunk. O(n) counting sort by chunk, then a stable sort of each chunk's few hashes."""
+    n = users.shape[0]
+    chunk_start = np.zeros(n_chunks + 1, np.int64)
+    for m in range(n):
+        chunk_start[_chunk_of(_pair_hash(fit_key, users[m], items[m]), n_chunks) + 1] += 1
+    for c in range(n_chunks):
+        chunk_start[c + 1] += chunk_start[c]
+    fill = chunk_start[:-1].copy()
+    order = np.empty(n, np.int64)
+    for m in range(n):
+        c = _chunk_of(_pair_hash(fit_key, users[m], items[m]), n_chunks)
+        order[fill[c]] = m
+        fill[c] += 1
+    for c in range(n_chunks):
+        a, b = chunk_start[c], chunk_start[c + 1]
+        hashes = np.empty(b - a, np.uint64)
+        for j in range(a, b):
+            hashes[j - a] = _pair_hash(fit_key, users[order[j]], items[order[j]])
+        order[a:b] = order[a:b][np.argsort(hashes, kind="mergesort")]
+    return order, chunk_start
+
+
+@_jit
 def _adagrad_blocks(
-    users, items, ratings, starts, end, block_lr, block_size, p, q, bu, bi, gp, gq, gbu, gbi, lo, span, decay_u, decay_i, route_below, key
+    users, items, ratings, starts, stops, block_lr, p, q, bu, bi, gp, gq, gbu, gbi, lo, span, decay_u, decay_i, route_below, key, fit_key
 ):
     """Train on blocks of ratings in the given order; return (sum sq error, count).
 
     users, items: (n,) int32 rows; ratings: (n,) float32. Block j is ratings
-    ``[starts[j], min(starts[j] + block_size, end))``, trained with learning rate ``block_lr[j]``.
+    ``[starts[j], stops[j])``, trained with learning rate ``block_lr[j]``.
     p, q: (rows, k) float32 factor tables; bu, bi: (rows,) float32 biases; gp, gq, gbu, gbi: their
     Adagrad accumulators; decay_u, decay_i: (rows,) float32 per-row L2 strengths
-    (:func:`~collabemb.engines.row_decays`). Rating m's user goes to row 0 when the high 32 bits of mix64(key + m)
-    are below ``route_below``, its item when the low 32 bits are (``route_below=0``: ratings
-    already routed). The squared error is summed over ratings on no row 0 (training rows are
+    (:func:`~collabemb.engines.row_decays`). Rating m's user goes to row 0 when the high 32 bits of
+    mix64(key + h) are below ``route_below`` (h: its :func:`_pair_hash` under ``fit_key``), its item when the
+    low 32 bits are (``route_below=0``: ratings already routed). The squared error is summed over ratings on no row 0 (training rows are
     never 0, so: routed nowhere).
 
     One kernel for both paths (a helper function called per rating, even one numba inlines,
@@ -145,9 +192,8 @@ def _adagrad_blocks(
     count = 0
     for j in range(starts.shape[0]):
         lr = block_lr[j]
-        start = starts[j]
-        stop = min(start + block_size, end)
-        for m in range(start, stop):
+        stop = stops[j]
+        for m in range(starts[j], stop):
             ahead = m + PREFETCH_AHEAD
             if ahead < stop:
                 ua = users[ahead]
@@ -160,7 +206,7 @@ def _adagrad_blocks(
             u = users[m]
             i = items[m]
             if route_below > 0:
-                h = _mix64(key + np.uint64(m))
+                h = _mix64(key + _pair_hash(fit_key, u, i))
                 if (h >> np.uint64(32)) < route_below:
                     u = 0
                 if (h & np.uint64(0xFFFFFFFF)) < route_below:
@@ -205,24 +251,21 @@ def _adagrad_blocks(
 
 @_jit
 def _bucket_cells(
-    users, items, ratings, chunks, chunk_size, ublock, iblock, strata, route_below, key, offsets, out_users, out_items, out_ratings
+    users, items, ratings, chunk_start, chunks, ublock, iblock, strata, route_below, key, fit_key, offsets, out_users, out_items, out_ratings
 ):
     """Route ``chunks`` of the ratings (as :func:`_adagrad_blocks` does) and sort them into cells.
 
-    Rating m (routed rows u, i) belongs to cell ``ublock[u] * strata + iblock[i]``. Without
-    ``out_users`` (an empty array) this counts: ``offsets[c] += 1`` per rating. Otherwise it
-    writes the routed rating at ``out_*[offsets[c]]`` and advances ``offsets[c]``: a counting
-    sort that keeps the order of ``chunks`` within each cell.
+    Chunk c is ratings ``chunk_start[c]:chunk_start[c + 1]``. Rating m (routed rows u, i) belongs to cell
+    ``ublock[u] * strata + iblock[i]``. Without ``out_users`` (an empty array) this counts:
+    ``offsets[c] += 1`` per rating. Otherwise it writes the routed rating at ``out_*[offsets[c]]`` and
+    advances ``offsets[c]``: a counting sort that keeps the order of ``chunks`` within each cell.
     """
-    n = ratings.shape[0]
     write = out_users.shape[0] > 0
     for j in range(chunks.shape[0]):
-        start = chunks[j] * chunk_size
-        stop = min(start + chunk_size, n)
-        for m in range(start, stop):
+        for m in range(chunk_start[chunks[j]], chunk_start[chunks[j] + 1]):
             u = users[m]
             i = items[m]
-            h = _mix64(key + np.uint64(m))
+            h = _mix64(key + _pair_hash(fit_key, u, i))
             if (h >> np.uint64(32)) < route_below:
                 u = 0
             if (h & np.uint64(0xFFFFFFFF)) < route_below:
@@ -264,6 +307,20 @@ class FastEngine:
         threads: int,
         frequency_exponent: float = 1.0,
     ):
+        self._bind(model, data, seed, lr_at, weight_decay, unknown_frac, threads, frequency_exponent)
+        users, items = np.asarray(data.user_rows, dtype=np.int32), np.asarray(data.item_rows, dtype=np.int32)
+        order, self.chunk_start = _hash_order(users, items, self.fit_key, self.n_chunks)
+        self.users, self.items = users[order], items[order]
+        self.ratings = np.asarray(data.values, dtype=np.float32)[order]
+        del order
+        if self.threads > 1:  # the bucketed copy of the ratings, refilled every epoch
+            self._cell_users = np.empty(self.n, np.int32)
+            self._cell_items = np.empty(self.n, np.int32)
+            self._cell_ratings = np.empty(self.n, np.float32)
+
+    def _bind(self, model, data, seed, lr_at, weight_decay, unknown_frac, threads, frequency_exponent) -> None:
+        """Everything but the layout of the ratings: the module's tables as numpy views, the Adagrad state,
+        the per-row decays, the fit's keys and (threads > 1) each row's block and the thread pool."""
         tables = {name: getattr(model, name).weight for name in STATE_NAMES}
         for name, t in tables.items():
             if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous():
@@ -275,12 +332,7 @@ class FastEngine:
         self.lr_at = lr_at
         self.n = len(data)
         self.n_chunks = max(1, -(-self.n // CHUNK))
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
-        perm = rng.permutation(self.n)
-        self.users = np.asarray(data.user_rows, dtype=np.int32)[perm]
-        self.items = np.asarray(data.item_rows, dtype=np.int32)[perm]
-        self.ratings = np.asarray(data.values, dtype=np.float32)[perm]
-        del perm
+        self.fit_key = fit_key(self.seed)
         # numpy views of the module's tensors: the kernel writes into the model itself
         self._p = tables["u_weight"].detach().numpy()
         self._q = tables["i_weight"].detach().numpy()
@@ -291,17 +343,11 @@ class FastEngine:
         lo, hi = model.y_range
         self._lo, self._span = np.float32(lo), np.float32(hi - lo)
         n_user_rows, n_item_rows = self._p.shape[0], self._q.shape[0]
-        self._decay = row_decays(self.users, self.items, n_user_rows, n_item_rows, weight_decay, frequency_exponent)
-        self._route_below = np.uint64(min(round(unknown_frac * 2**32), 2**32))
+        self._decay = row_decays(data.user_rows, data.item_rows, n_user_rows, n_item_rows, weight_decay, frequency_exponent)
+        self._route_below = route_below(unknown_frac)
         self._pool = None
         if self.threads > 1:
-            # each row's block, fixed for the fit; the bucketed copy of the ratings, refilled every epoch
-            blocks = np.random.default_rng(np.random.SeedSequence([self.seed, 2]))
-            self._ublock = blocks.integers(0, self.threads, self._p.shape[0]).astype(np.int32)
-            self._iblock = blocks.integers(0, self.threads, self._q.shape[0]).astype(np.int32)
-            self._cell_users = np.empty(self.n, np.int32)
-            self._cell_items = np.empty(self.n, np.int32)
-            self._cell_ratings = np.empty(self.n, np.float32)
+            self._ublock, self._iblock = row_blocks(self.seed, self.threads, n_user_rows, n_item_rows)
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="collabemb")
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -319,11 +365,7 @@ class FastEngine:
 
         ``tick(n)`` is called in the calling thread as ratings are done (for a progress bar).
         """
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, epoch]))
-        order = rng.permutation(self.n_chunks).astype(np.int64)
-        key = np.uint64(rng.integers(0, 2**63))
-        steps = (epoch - 1) * self.n_chunks + np.arange(self.n_chunks, dtype=np.int64)
-        lrs = np.asarray(self.lr_at(steps, self.n_chunks), dtype=np.float32)
+        order, key, lrs = epoch_plan(self.seed, epoch, self.n_chunks, self.lr_at)
         if self._pool is None:
             result = self._one_thread(order, lrs, key, stop, tick)
         else:
@@ -333,15 +375,15 @@ class FastEngine:
     def _one_thread(self, order, lrs, key, stop, tick) -> tuple[float, int] | None:
         per_task = max(1, TASK_RATINGS // CHUNK)
         sq, count = 0.0, 0
+        tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, *self._decay)
+        source = (self.users, self.items, self.ratings)
         for s in range(0, self.n_chunks, per_task):
             if stop.is_set():
                 return None
-            chunks = order[s : s + per_task]
-            tables = (self._p, self._q, self._bu, self._bi, *self._acc, self._lo, self._span, *self._decay)
-            source = (self.users, self.items, self.ratings)
-            sq_, count_ = _adagrad_blocks(*source, chunks * CHUNK, self.n, lrs[s : s + per_task], CHUNK, *tables, self._route_below, key)
+            starts, stops = self.chunk_start[order[s : s + per_task]], self.chunk_start[order[s : s + per_task] + 1]
+            sq_, count_ = _adagrad_blocks(*source, starts, stops, lrs[s : s + per_task], *tables, self._route_below, key, self.fit_key)
             sq, count = sq + sq_, count + count_
-            tick(int(np.minimum((chunks + 1) * CHUNK, self.n).sum() - (chunks * CHUNK).sum()))
+            tick(int((stops - starts).sum()))
         return sq, count
 
     def _stratified(self, order, lrs, key, stop, tick) -> tuple[float, int] | None:
@@ -369,11 +411,8 @@ class FastEngine:
                 if stop.is_set():
                     return None
                 b = min(a + piece, hi)
-                starts = np.arange(a, b, CHUNK, dtype=np.int64)
-                # the lr of the epoch's progress at each block: stratum, plus the share of the cell done
-                steps = (stratum * (hi - lo) + (starts - lo)) * self.n_chunks // (T * (hi - lo))
-                block_lr = lrs[np.minimum(steps, self.n_chunks - 1)]
-                sq_, cnt_ = _adagrad_blocks(*cells, starts, b, block_lr, CHUNK, *tables, np.uint64(0), key)
+                starts, stops, block_lr = cell_blocks(a, b, lo, hi, stratum, T, lrs)
+                sq_, cnt_ = _adagrad_blocks(*cells, starts, stops, block_lr, *tables, np.uint64(0), key, self.fit_key)
                 sq, cnt = sq + sq_, cnt + cnt_
                 with lock:
                     done[0] += b - a
@@ -397,13 +436,13 @@ class FastEngine:
         """
         T = self.threads
         slices = np.array_split(order, T)
-        route = (self._ublock, self._iblock, T, self._route_below, key)
-        source = (self.users, self.items, self.ratings)
+        route = (self._ublock, self._iblock, T, self._route_below, key, self.fit_key)
+        source = (self.users, self.items, self.ratings, self.chunk_start)
         none_i, none_f = np.empty(0, np.int32), np.empty(0, np.float32)
 
         def count(w: int) -> np.ndarray:
             counts = np.zeros(T * T, np.int64)
-            _bucket_cells(*source, slices[w], CHUNK, *route, counts, none_i, none_i, none_f)
+            _bucket_cells(*source, slices[w], *route, counts, none_i, none_i, none_f)
             return counts
 
         counts = np.stack(self._in_parallel([lambda w=w: count(w) for w in range(T)], stop))
@@ -413,7 +452,7 @@ class FastEngine:
         cells = (self._cell_users, self._cell_items, self._cell_ratings)
 
         def scatter(w: int) -> None:
-            _bucket_cells(*source, slices[w], CHUNK, *route, offsets[w].copy(), *cells)
+            _bucket_cells(*source, slices[w], *route, offsets[w].copy(), *cells)
 
         self._in_parallel([lambda w=w: scatter(w) for w in range(T)], stop)
         return cell_start, totals
@@ -439,6 +478,41 @@ class FastEngine:
         return [f.result() for f in futures]
 
 
+def fit_key(seed: int) -> np.uint64:
+    """The key of the fit's pair hashes (:func:`_pair_hash`), from its seed."""
+    return np.uint64(np.random.default_rng(np.random.SeedSequence([int(seed) & (2**64 - 1), 0])).integers(0, 2**63))
+
+
+def route_below(unknown_frac: float) -> np.uint64:
+    """The routing threshold of ``unknown_frac``: a side goes to row 0 when 32 bits of its hash are below it."""
+    return np.uint64(min(round(unknown_frac * 2**32), 2**32))
+
+
+def row_blocks(seed: int, blocks: int, n_user_rows: int, n_item_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user row's and item row's block (0..blocks-1), a seeded draw fixed for the fit: ((n_user_rows,),
+    (n_item_rows,)) int32."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2**64 - 1), 2]))
+    return rng.integers(0, blocks, n_user_rows).astype(np.int32), rng.integers(0, blocks, n_item_rows).astype(np.int32)
+
+
+def epoch_plan(seed: int, epoch: int, n_chunks: int, lr_at: Callable) -> tuple[np.ndarray, np.uint64, np.ndarray]:
+    """Epoch ``epoch``'s (from 1) chunk order ((n_chunks,) int64), routing key and (n_chunks,) float32 learning rates."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2**64 - 1), 1, epoch]))
+    order = rng.permutation(n_chunks).astype(np.int64)
+    key = np.uint64(rng.integers(0, 2**63))
+    steps = (epoch - 1) * n_chunks + np.arange(n_chunks, dtype=np.int64)
+    return order, key, np.asarray(lr_at(steps, n_chunks), dtype=np.float32)
+
+
+def cell_blocks(a: int, b: int, lo: int, hi: int, stratum: int, strata: int, lrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel blocks of places ``a:b`` of a cell laid out at ``lo:hi``, trained in stratum ``stratum`` of ``strata``:
+    ``(starts, stops, learning rates)``, blocks of :data:`CHUNK` places, each at the lr of the epoch's progress
+    there (the stratum, plus the share of the cell done), so the steps depend on the cell only."""
+    starts = np.arange(a, b, CHUNK, dtype=np.int64)
+    steps = (stratum * (hi - lo) + (starts - lo)) * len(lrs) // (strata * (hi - lo))
+    return starts, np.minimum(starts + CHUNK, b), lrs[np.minimum(steps, len(lrs) - 1)]
+
+
 def default_threads() -> int:
     """Kernel threads when none are asked for: the CPUs this process may use, at most 8.
 
@@ -460,10 +534,12 @@ def warm_up() -> None:
         i32, f32 = np.zeros(1, np.int32), np.ones(1, np.float32)
         tables = (t, t.copy(), z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
         consts = (np.float32(0.5), np.float32(5.0), np.full(2, 0.1, np.float32), np.full(2, 0.1, np.float32))
-        for route_below in (np.uint64(0), np.uint64(1)):
-            _adagrad_blocks(i32, i32, f32, np.zeros(1, np.int64), 1, f32, CHUNK, *tables, *consts, route_below, np.uint64(1))
-        blocks = np.zeros(2, np.int32)
+        one = np.ones(1, np.int64)
+        for threshold in (np.uint64(0), np.uint64(1)):
+            _adagrad_blocks(i32, i32, f32, np.zeros(1, np.int64), one, f32, *tables, *consts, threshold, np.uint64(1), np.uint64(2))
+        blocks, bounds = np.zeros(2, np.int32), np.array([0, 1], np.int64)
         for out in ((np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)), (i32.copy(), i32.copy(), f32.copy())):
             _bucket_cells(
-                i32, i32, f32, np.zeros(1, np.int64), CHUNK, blocks, blocks, 1, np.uint64(0), np.uint64(1), np.zeros(1, np.int64), *out
+                i32, i32, f32, bounds, np.zeros(1, np.int64), blocks, blocks, 1, np.uint64(0), np.uint64(1), np.uint64(2), np.zeros(1, np.int64), *out
             )
+        _hash_order(i32, i32, np.uint64(2), 1)

@@ -331,15 +331,18 @@ class SvdppEngine(FastEngine):
         history_weight_decay: float,
         frequency_exponent: float = 1.0,
     ):
-        common = {"seed": seed, "lr_at": lr_at, "weight_decay": weight_decay, "unknown_frac": unknown_frac, "threads": threads}
-        super().__init__(model, data, frequency_exponent=frequency_exponent, **common)
+        self._bind(model, data, seed, lr_at, weight_decay, unknown_frac, threads, frequency_exponent)
+        perm = np.random.default_rng(np.random.SeedSequence([self.seed, 0])).permutation(self.n)  # a seeded shuffle
+        self.users = np.asarray(data.user_rows, dtype=np.int32)[perm]
+        self.items = np.asarray(data.item_rows, dtype=np.int32)[perm]
+        self.ratings = np.asarray(data.values, dtype=np.float32)[perm]
+        del perm
         self._effective = self._p  # the module's u_weight: written after every pass
         self._p = self._effective.copy()  # the users' own vectors, trained
         n_users, n_items, k = self._p.shape[0], self._q.shape[0], self._p.shape[1]
         T = self.threads
         if T == 1:
             self._ublock, self._iblock = np.zeros(n_users, np.int32), np.zeros(n_items, np.int32)
-        self._cell_users = self._cell_items = self._cell_ratings = None  # the fast engine's buffers: not used
         # the ratings grouped once, for good: by cell (user block, item block), then user, then the shuffle
         cell = self._ublock[self.users].astype(np.int64) * T + self._iblock[self.items]
         order = np.argsort(cell * n_users + self.users, kind="stable")
