@@ -75,16 +75,19 @@ def row_decays(
     rows more per rating. Rows without ratings (row 0, the unknown slot, among them) get
     ``weight_decay``. Returns ``((n_user_rows,), (n_item_rows,))`` float32.
     """
-    out = []
-    for rows, n_rows in ((user_rows, n_user_rows), (item_rows, n_item_rows)):
-        counts = np.bincount(np.asarray(rows, dtype=np.int64), minlength=n_rows).astype(np.float64)
-        counts[0] = 0.0
-        decay = np.full(n_rows, float(weight_decay))
-        rated = counts > 0
-        if exponent != 1.0 and rated.any():
-            decay[rated] *= (counts[rated] / counts[rated].mean()) ** (exponent - 1.0)
-        out.append(decay.astype(np.float32))
-    return out[0], out[1]
+    counts = [np.bincount(np.asarray(rows, dtype=np.int64), minlength=n) for rows, n in ((user_rows, n_user_rows), (item_rows, n_item_rows))]
+    return decays_of_counts(counts[0], weight_decay, exponent), decays_of_counts(counts[1], weight_decay, exponent)
+
+
+def decays_of_counts(counts: np.ndarray, weight_decay: float, exponent: float) -> np.ndarray:
+    """:func:`row_decays` of one table from its (n_rows,) training-rating counts per row: (n_rows,) float32."""
+    counts = np.asarray(counts, dtype=np.float64).copy()
+    counts[0] = 0.0
+    decay = np.full(len(counts), float(weight_decay))
+    rated = counts > 0
+    if exponent != 1.0 and rated.any():
+        decay[rated] *= (counts[rated] / counts[rated].mean()) ** (exponent - 1.0)
+    return decay.astype(np.float32)
 
 
 def compiled(fn: Callable, *, fastmath: set[str] | bool = False) -> Callable:
