@@ -183,6 +183,13 @@ def _add_training_commands(sub) -> None:
     )
     p.add_argument("--items", metavar="FILE", help="item metadata file (CSV/TSV/parquet) to store with the model, e.g. titles")
     p.add_argument("--items-id-col", default="item", help="ID column of --items")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a torchrun job (torchrun --nproc-per-node N -m collabemb fit --distributed ...): RATINGS is a parquet "
+        "file or directory, each rank reads its users' rows; rank 0 writes --out and the checkpoints",
+    )
+    p.add_argument("--timeout", type=option_type(float, 1), default=600, metavar="S", help="--distributed: seconds a rank waits on another")
     cli_options.add_read_options(p)
     _add_settings(p)
 
@@ -329,6 +336,8 @@ def _add_index_options(p: argparse.ArgumentParser, *, stored: bool = True) -> No
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     fit_settings = settings_from_options(args)  # checked, the device too, before any data is read
+    if args.distributed:
+        return _fit_distributed(args, fit_settings)
     with writing(args.out):  # --out checked and held before any data is read
         if args.valid and args.valid_frac:
             raise ValueError("give --valid or --valid-frac, not both")
@@ -347,6 +356,40 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             ratings, valid = split_random(ratings, args.valid_frac, seed=fit_settings.seed)
         _fit_and_save(ratings, valid, args, fit_settings, Path(args.items) if args.items else None, args.items_id_col)
         return 0
+
+
+def _fit_distributed(args: argparse.Namespace, fit_settings: FitSettings) -> int:
+    """``fit --distributed``: this process is one rank; rank 0 holds ``--out``, saves and reports."""
+    from collabemb.distributed import fit_distributed, launched_rank
+
+    if args.valid_frac or args.layout or args.items:
+        raise ValueError("--distributed reads a parquet dataset by column names: --valid-frac, --layout and --items are not offered")
+    rank = launched_rank()
+    with writing(args.out) if rank == 0 else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        columns = {"user_col": args.user_col, "item_col": args.item_col, "rating_col": args.rating_col}
+        fitted = fit_distributed(
+            args.ratings,
+            valid=args.valid,
+            settings=fit_settings,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            timeout_s=args.timeout,
+            **columns,
+        )
+        if fitted is None:
+            return 0
+        from collabemb.artifact import save_model
+
+        save_model(fitted, args.out)
+        h = fitted.history
+        sizes = f"{len(fitted.users)} users, {len(fitted.items)} items, {fitted.n_factors} factors"
+        print(f"trained {len(h.epoch)} epochs on {h.params['ranks']} ranks in {time.perf_counter() - t0:.1f} s: {sizes}")
+        if h.epoch:
+            valid = f", valid RMSE {h.valid_rmse[-1]:.4f}" if h.valid_rmse[-1] is not None else ""
+            print(f"last epoch: train RMSE {h.train_rmse[-1]:.4f}{valid}")
+        print(f"saved to {args.out}")
+    return 0
 
 
 def _fit_and_save(

@@ -68,6 +68,7 @@ from collabemb.history import FitHistory
 from collabemb.interactions import Interactions, SeenItems, encode
 from collabemb.model_card import data_facts, library_versions
 from collabemb.models import TABLE_NAMES, EmbeddingDotBias
+from collabemb.registry import IdRegistry
 from collabemb.schema import CHECKPOINT_STATE, CHECKPOINT_STATE_MAX_BYTES, ArtifactError, parse_json
 from collabemb.settings import FitSettings
 from collabemb.store import Snapshot, open_snapshot, write_snapshot, writer_lock
@@ -148,7 +149,7 @@ def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkp
     params["optimizer"] = "adagrad-rowwise" if settings.engine == "fast" else "adam"
     params.update(facts, versions=library_versions("rating"))
     fingerprint = _data_fingerprint(data) if (checkpoint is not None or resume is not None) else None
-    resumed = _read_checkpoint(Path(resume), settings, fingerprint, data) if resume is not None else None
+    resumed = read_checkpoint(Path(resume), settings, fingerprint, data.users, data.items, len(data)) if resume is not None else None
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads if settings.engine == "autograd" else 1)
@@ -170,9 +171,9 @@ def _fit(train: Ratings, valid: Ratings | None, settings: FitSettings, *, checkp
             if resumed is not None:
                 fitted.history = resumed.fitted.history
                 fitted.history.params = params
-                _load_engine_state(engine, resumed, Path(resume))
+                load_engine_state(engine, resumed, Path(resume))
             target = Path(checkpoint) if checkpoint is not None else None
-            _Loop(fitted, engine, settings, checkpoint=target, fingerprint=fingerprint).run(valid, resumed=resumed, on_epoch=on_epoch)
+            FitLoop(fitted, engine, settings, checkpoint=target, fingerprint=fingerprint).run(valid, resumed=resumed, on_epoch=on_epoch)
         finally:
             engine.close()
     finally:
@@ -205,7 +206,7 @@ def _make_engine(module: EmbeddingDotBias, data: Interactions, seen: SeenItems, 
     encoded ratings and their distinct pairs ``seen``."""
 
     def lr_at(steps: np.ndarray, steps_per_epoch: int) -> np.ndarray:
-        return _lr_schedule(steps, steps_per_epoch * settings.epochs, settings.lr, settings.lr_schedule)
+        return lr_schedule(steps, steps_per_epoch * settings.epochs, settings.lr, settings.lr_schedule)
 
     common = {"lr_at": lr_at, "weight_decay": settings.weight_decay, "unknown_frac": settings.unknown_frac}
     common["frequency_exponent"] = settings.frequency_exponent
@@ -249,7 +250,7 @@ def _threads(settings: FitSettings) -> int:
     return 1
 
 
-def _lr_schedule(step: np.ndarray | int, total: int, lr: float, schedule: str) -> np.ndarray:
+def lr_schedule(step: np.ndarray | int, total: int, lr: float, schedule: str) -> np.ndarray:
     """Learning rate at step(s) ``step`` of ``total`` (vectorised over steps)."""
     step = np.asarray(step, dtype=np.float64)
     if schedule == "constant":
@@ -292,7 +293,7 @@ def _rmse_rows(model: EmbeddingDotBias, users: np.ndarray, items: np.ndarray, ra
 
 
 @dataclass
-class _Resumed:
+class Resumed:
     fitted: FittedModel
     state: dict
     tensors: dict[str, torch.Tensor]
@@ -326,7 +327,7 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class _Loop:
+class FitLoop:
     """Runs epochs ``len(history.epoch) + 1 .. settings.epochs`` with an engine; fills the history."""
 
     def __init__(self, fitted: FittedModel, engine: Engine, settings: FitSettings, *, checkpoint: Path | None, fingerprint: str | None):
@@ -339,7 +340,7 @@ class _Loop:
         self.fingerprint = fingerprint
         self.best = {"valid": math.inf, "epoch": None, "bad_epochs": 0, "weights": None}
 
-    def run(self, valid: Ratings | None, *, resumed: _Resumed | None, on_epoch: Callable[[FitHistory], bool | None] | None) -> None:
+    def run(self, valid: Ratings | None, *, resumed: Resumed | None, on_epoch: Callable[[FitHistory], bool | None] | None) -> None:
         settings, history = self.settings, self.history
         valid_rows = _valid_rows(self.module, valid, settings.valid_sample, settings.seed) if valid is not None else None
         if resumed is not None:
@@ -367,7 +368,7 @@ class _Loop:
         if settings.early_stopping is not None and self.best["weights"] is not None:
             _restore_tables(self.module, self.best["weights"])
 
-    def _restore_best(self, resumed: _Resumed) -> None:
+    def _restore_best(self, resumed: Resumed) -> None:
         s = resumed.state
         self.best.update(valid=math.inf if s["best_valid"] is None else s["best_valid"], epoch=s["best_epoch"], bad_epochs=s["bad_epochs"])
         if s["has_best_weights"]:
@@ -515,18 +516,20 @@ def _read_state(snapshot: Snapshot) -> dict:
     return state
 
 
-def _read_checkpoint(path: Path, settings: FitSettings, fingerprint: str, data: Interactions) -> _Resumed:
+def read_checkpoint(path: Path, settings: FitSettings, fingerprint: str, users: IdRegistry, items: IdRegistry, n_train: int) -> Resumed:
+    """The checkpoint at ``path``, refused unless it was trained with these settings (those resume must repeat)
+    on the same ratings (registries, count and ``fingerprint``)."""
     with open_snapshot(path, "checkpoint") as snapshot:
         state = _read_state(snapshot)
         saved = {**state["settings"], "n_train": state["n_train"]}
-        now = {**settings.to_dict(), "n_train": len(data)}
+        now = {**settings.to_dict(), "n_train": n_train}
         differ = [
             f"{k}={saved.get(k)!r} (this call: {now[k]!r})" for k in (*FitSettings.resume_names(), "n_train") if saved.get(k) != now[k]
         ]
         if differ:
             raise ValueError(f"{path}: cannot resume: the checkpoint was trained with " + ", ".join(differ))
         fitted = read_model_files(snapshot)
-        if fitted.users != data.users or fitted.items != data.items or state["data_fingerprint"] != fingerprint:
+        if fitted.users != users or fitted.items != items or state["data_fingerprint"] != fingerprint:
             raise ValueError(f"{path}: cannot resume: the training ratings differ from those the checkpoint was trained on")
         if len(fitted.history.epoch) != state["epoch"]:
             raise ArtifactError(f"{path}: checkpoint history does not match its training state")
@@ -536,10 +539,10 @@ def _read_checkpoint(path: Path, settings: FitSettings, fingerprint: str, data: 
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise ArtifactError(f"{file}: unreadable ({exc})") from None
     _check_optimizer_state(file, tensors, fitted, state)
-    return _Resumed(fitted, state, tensors)
+    return Resumed(fitted, state, tensors)
 
 
-def _load_engine_state(engine: Engine, resumed: _Resumed, path: Path) -> None:
+def load_engine_state(engine: Engine, resumed: Resumed, path: Path) -> None:
     try:
         engine.load_state({k.removeprefix("optimizer."): v for k, v in resumed.tensors.items() if k.startswith("optimizer.")})
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:

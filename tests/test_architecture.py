@@ -17,10 +17,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "collabemb"
 #: Layer of every module (docs/architecture.md); a module may import its own layer or below.
 _LAYER_MODULES = (
     "registry models atomic schema store",  # 0 core
-    "data text_input inputs splits movielens sample interactions",  # 1 data
-    "settings settings_file engines engines.fast engines.autograd engines.newton engines.svdpp",  # 2 engines and their settings
+    "data text_input inputs splits movielens sample interactions ratings_dataset",  # 1 data
+    "settings settings_file engines engines.fast engines.autograd engines.newton engines.svdpp engines.dsgd",  # 2 engines and their settings
     "side_info history fitted model_card artifact",  # 3 the fitted model and its artifact
-    "train implicit_mf",  # 4 fitting
+    "train implicit_mf distributed",  # 4 fitting
     "faiss_parts faiss_files index",  # 5 search
     "fold_solvers coldstart tuning export features sklearn_features fastai_import metrics plots explorer explorer_page",  # 6 uses
     "cli_options cli cli_model __main__ serve serve_app serve_metrics",  # 7 the command line and the server

@@ -75,7 +75,9 @@ def row_decays(
     rows more per rating. Rows without ratings (row 0, the unknown slot, among them) get
     ``weight_decay``. Returns ``((n_user_rows,), (n_item_rows,))`` float32.
     """
-    counts = [np.bincount(np.asarray(rows, dtype=np.int64), minlength=n) for rows, n in ((user_rows, n_user_rows), (item_rows, n_item_rows))]
+    counts = [
+        np.bincount(np.asarray(rows, dtype=np.int64), minlength=n) for rows, n in ((user_rows, n_user_rows), (item_rows, n_item_rows))
+    ]
     return decays_of_counts(counts[0], weight_decay, exponent), decays_of_counts(counts[1], weight_decay, exponent)
 
 

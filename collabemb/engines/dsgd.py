@@ -245,6 +245,13 @@ class Comms:
         self._call(what, dist.all_gather, out, torch.from_numpy(np.ascontiguousarray(values)))
         return np.stack([t.numpy() for t in out])
 
+    def sum(self, values: np.ndarray, what: str) -> np.ndarray:
+        """The element-wise sum over every rank of (n,) int64 ``values`` (wrapping on overflow)."""
+        tensor = torch.from_numpy(np.array(values, np.int64))
+        self.bytes_sent += tensor.numel() * 8
+        self._call(what, dist.all_reduce, tensor)
+        return tensor.numpy()
+
     def broadcast(self, values: np.ndarray, src: int, what: str) -> np.ndarray:
         if self.rank == src:
             self.bytes_sent += values.nbytes * (self.world - 1)

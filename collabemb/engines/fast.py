@@ -251,7 +251,21 @@ def _adagrad_blocks(
 
 @_jit
 def _bucket_cells(
-    users, items, ratings, chunk_start, chunks, ublock, iblock, strata, route_below, key, fit_key, offsets, out_users, out_items, out_ratings
+    users,
+    items,
+    ratings,
+    chunk_start,
+    chunks,
+    ublock,
+    iblock,
+    strata,
+    route_below,
+    key,
+    fit_key,
+    offsets,
+    out_users,
+    out_items,
+    out_ratings,
 ):
     """Route ``chunks`` of the ratings (as :func:`_adagrad_blocks` does) and sort them into cells.
 
@@ -540,6 +554,18 @@ def warm_up() -> None:
         blocks, bounds = np.zeros(2, np.int32), np.array([0, 1], np.int64)
         for out in ((np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)), (i32.copy(), i32.copy(), f32.copy())):
             _bucket_cells(
-                i32, i32, f32, bounds, np.zeros(1, np.int64), blocks, blocks, 1, np.uint64(0), np.uint64(1), np.uint64(2), np.zeros(1, np.int64), *out
+                i32,
+                i32,
+                f32,
+                bounds,
+                np.zeros(1, np.int64),
+                blocks,
+                blocks,
+                1,
+                np.uint64(0),
+                np.uint64(1),
+                np.uint64(2),
+                np.zeros(1, np.int64),
+                *out,
             )
         _hash_order(i32, i32, np.uint64(2), 1)
