@@ -209,7 +209,7 @@ def _fingerprint(comms: Comms, u_rows: np.ndarray, i_rows: np.ndarray, ratings: 
     mixed = key * np.uint64(0x9E3779B97F4A7C15)
     mixed ^= mixed >> np.uint64(29)
     total = comms.sum(np.array([mixed.sum(dtype=np.uint64)]).view(np.int64), "fingerprinting the ratings")
-    return "distributed:" + hashlib.blake2b(total.tobytes(), digest_size=16).hexdigest()
+    return hashlib.blake2b(b"distributed ratings " + total.tobytes(), digest_size=16).hexdigest()
 
 
 def _gathered_seen(comms: Comms, u_rows: np.ndarray, i_rows: np.ndarray, n_user_rows: int) -> SeenItems | None:

@@ -93,7 +93,8 @@ class RatingsDataset:
         import pyarrow.compute as pc
 
         user_col = self.columns[0]
-        wanted = pa.array(user_ids.tolist() if self.id_type[user_col] == "str" else np.asarray(user_ids, np.int64))
+        values = user_ids.tolist() if self.id_type[user_col] == "str" else np.asarray(user_ids, np.int64)
+        wanted = pa.array(values, type=self._dataset.schema.field(user_col).type)
         table = self._table(self.files, filter=pc.field(user_col).isin(wanted))
         return self._arrays(table, str(self.path))
 

@@ -28,6 +28,7 @@ own. Collectives time out (``init_process_group``'s timeout): a rank that dies e
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from collabemb.engines.fast import (
 )
 
 
-class RankFailure(RuntimeError):
+class RankFailure(ConnectionError):
     """Another rank of the job stopped (or could not be reached) while this one waited on it."""
 
 
@@ -204,13 +205,15 @@ class Comms:
     def __init__(self) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.bytes_sent = 0
+        self.broken = False  # a call failed: the group is unusable
 
     def _call(self, what: str, fn, *args):
         try:
             return fn(*args)
-        except RuntimeError as exc:  # gloo: "Connection closed by peer", timeouts
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RankFailure(f"rank {self.rank}: {what} failed ({first}); another rank stopped or cannot be reached") from None
+        except RuntimeError as exc:  # gloo: "[.../pair.cc:553] Connection closed by peer [host]:port. This is ...", timeouts
+            self.broken = True
+            said = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip()).split(". ")[0] or type(exc).__name__
+            raise RankFailure(f"rank {self.rank}: {what} failed ({said}): another rank stopped or cannot be reached") from None
 
     def send(self, arrays: list[np.ndarray], dst: int, what: str) -> None:
         for a in arrays:
@@ -425,7 +428,7 @@ class RankEngine:
 
     def close(self) -> None:
         """Rank 0: announce the end to the other ranks (once)."""
-        if self.rank == 0 and self.world > 1 and not self._closed:
+        if self.rank == 0 and self.world > 1 and not self._closed and not self.comms.broken:
             self._closed = True
             self.comms.broadcast(np.zeros(1, np.int64), 0, "announcing the end")
 
