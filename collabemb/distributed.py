@@ -151,6 +151,7 @@ def _fit(data: RatingsDataset, valid, settings: FitSettings, *, checkpoint, resu
     del u_rows, i_rows, ratings
     if rank != 0:
         engine.follow()
+        _bytes_per_rank(comms, engine, settings.epochs)
         return None
     try:
         params = {**settings.to_dict(), "n_train": n_total, "optimizer": "adagrad-rowwise", "ranks": world}
@@ -167,11 +168,20 @@ def _fit(data: RatingsDataset, valid, settings: FitSettings, *, checkpoint, resu
             load_engine_state(engine, resumed, Path(resume))
         target = Path(checkpoint) if checkpoint is not None else None
         FitLoop(fitted, engine, settings, checkpoint=target, fingerprint=fingerprint).run(valid_ratings, resumed=resumed, on_epoch=None)
-        fitted.history.params["bytes_sent_per_epoch"] = engine.bytes_per_epoch
     finally:
         engine.close()
+    traffic = _bytes_per_rank(comms, engine, settings.epochs)
+    fitted.history.params["bytes_sent_per_epoch"] = [int(np.median(row)) if row else 0 for row in traffic]  # by rank
     module.eval()
     return fitted
+
+
+def _bytes_per_rank(comms: Comms, engine: RankEngine, epochs: int) -> list[list[int]]:
+    """Every rank's bytes sent in each epoch this run trained, ``[rank][epoch]`` (measured by :class:`Comms`)."""
+    mine = np.full(epochs, -1, np.int64)
+    mine[: len(engine.bytes_per_epoch)] = engine.bytes_per_epoch
+    every = comms.all_gather(mine, "gathering the traffic counts")
+    return [[int(b) for b in row if b >= 0] for row in every]
 
 
 def _registries(data: RatingsDataset, comms: Comms) -> tuple[IdRegistry, IdRegistry, int, tuple[float, float]]:

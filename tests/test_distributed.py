@@ -89,7 +89,8 @@ def test_n_ranks_train_the_very_weights_of_one_process_with_n_threads(tmp_path, 
     got = ce.load_model(tmp_path / "out")
     assert_same_model(got, one)
     assert got.history.valid_rmse == one.history.valid_rmse
-    assert got.history.params["ranks"] == ranks and len(got.history.params["bytes_sent_per_epoch"]) == SMALL["epochs"]
+    traffic = got.history.params["bytes_sent_per_epoch"]  # by rank: the median over epochs, measured
+    assert got.history.params["ranks"] == ranks and len(traffic) == ranks and min(traffic) > 0
 
 
 def test_a_rank_holding_no_user_and_string_ids_still_train_as_one_process(tmp_path):
