@@ -40,7 +40,15 @@ _EXPORTS: dict[str, str] = {
     "embedding_frame": "export",
     "evaluate": "metrics",
     "fit": "train",
+    "fit_distributed": "distributed",
     "fit_implicit": "implicit_mf",
+    "RatingsDataset": "ratings_dataset",
+    "RankFailure": "engines.dsgd",
+    "ShardedPart": "faiss_shards",
+    "build_ondisk_ivf": "faiss_shards",
+    "build_shard": "faiss_shards",
+    "open_ondisk_ivf": "faiss_shards",
+    "shard_index": "faiss_shards",
     "fit_unknown_rows": "fastai_import",
     "fit_popularity": "implicit_mf",
     "fold_in_als": "coldstart",
@@ -103,7 +111,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from collabemb.artifact import ArtifactError, load_model, save_model
     from collabemb.coldstart import FoldIn, fold_in_als, fold_in_items, fold_in_items_like, fold_in_users, recommend_from_ratings
     from collabemb.data import Ratings, RatingsError, read_ratings
+    from collabemb.distributed import fit_distributed
+    from collabemb.engines.dsgd import RankFailure
     from collabemb.export import EmbeddingArrays, embedding_arrays, embedding_frame, read_embeddings, write_embeddings
+    from collabemb.faiss_shards import ShardedPart, build_ondisk_ivf, build_shard, open_ondisk_ivf, shard_index
     from collabemb.fastai_import import fit_unknown_rows, from_fastai, from_fastai_parts
     from collabemb.features import IdEmbedding, to_features, to_torch
     from collabemb.fitted import FittedModel, ModelIdentity
@@ -115,6 +126,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from collabemb.models import EmbeddingDotBias
     from collabemb.movielens import ChecksumError, DownloadError, MovieLens, load_movielens, load_movielens_fold
     from collabemb.plots import pca_frame, plot_bias, plot_history, plot_pca
+    from collabemb.ratings_dataset import RatingsDataset
     from collabemb.registry import UNKNOWN_ROW, IdRegistry, UnknownIdError
     from collabemb.settings import FitSettings
     from collabemb.side_info import SideInfoMap

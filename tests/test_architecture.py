@@ -21,7 +21,7 @@ _LAYER_MODULES = (
     "settings settings_file engines engines.fast engines.autograd engines.newton engines.svdpp engines.dsgd",  # 2 engines and their settings
     "side_info history fitted model_card artifact",  # 3 the fitted model and its artifact
     "train implicit_mf distributed",  # 4 fitting
-    "faiss_parts faiss_files index",  # 5 search
+    "faiss_parts faiss_files faiss_shards index",  # 5 search
     "fold_solvers coldstart tuning export features sklearn_features fastai_import metrics plots explorer explorer_page",  # 6 uses
     "cli_options cli cli_model __main__ serve serve_app serve_metrics",  # 7 the command line and the server
 )
