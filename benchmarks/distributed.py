@@ -141,17 +141,23 @@ def run(label: str, ranks: int, root: Path, tmp: Path) -> dict:
     return row
 
 
-def scaling_model(two: dict, one_rank_rate: float, n_items: int, k: int) -> list[str]:
-    """Epoch time on N machines: compute n / (N * rate) (the measured per-rank rate) plus each rank's traffic
-    over a 10 Gbit/s link (its item blocks each stratum: about the item table, plus its blocks to rank 0)."""
+def scaling_model(two: dict, one_rank_rate: float, n_users: int, n_items: int, k: int, unknown_frac: float = 0.02) -> list[str]:
+    """Epoch time on N machines: compute n / (N * rate) (the measured per-rank rate) plus traffic over a 10 Gbit/s
+    link, counted serially (conservative): what a rank sends (its item blocks around the ring, about the item
+    table; its user and item blocks to rank 0; the ratings routed to the unknown user, 24 bytes each) and what
+    rank 0 receives from the others (their blocks: (N - 1) / N of both tables)."""
     n = two["n_train"]
-    table = (n_items + 1) * (k + 3) * 4
-    lines = ["| machines N | compute s | traffic per rank MB | at 10 Gbit/s s | epoch s (model) |", "| ---: | ---: | ---: | ---: | ---: |"]
+    users, items = (n_users + 1) * (k + 3) * 4, (n_items + 1) * (k + 3) * 4
+    lines = [
+        "| machines N | compute s | sent per rank MB | rank 0 receives MB | traffic s at 10 Gbit/s | epoch s (model) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for machines in (1, 2, 4, 8, 16, 32):
         compute = n / (machines * one_rank_rate)
-        traffic = 0 if machines == 1 else table * (1 + 1 / machines) + table / machines
-        comm = traffic / 1.25e9
-        lines.append(f"| {machines} | {compute:.2f} | {traffic / 1e6:.1f} | {comm:.3f} | {compute + comm:.2f} |")
+        sent = 0 if machines == 1 else items + (users + items) / machines + unknown_frac * n / machines * 24
+        received = (machines - 1) / machines * (users + items)
+        comm = (sent + received) / 1.25e9
+        lines.append(f"| {machines} | {compute:.2f} | {sent / 1e6:.1f} | {received / 1e6:.1f} | {comm:.3f} | {compute + comm:.2f} |")
     return lines
 
 
@@ -208,7 +214,7 @@ def main() -> None:
         "Model of one epoch on N machines (one rank each) on this data: compute at the measured per-rank rate "
         f"({two['ratings_per_s'] / 2 / 1e6:.2f} M ratings/s, the 2-process run's rate per rank) plus the traffic at 10 Gbit/s:",
         "",
-        *scaling_model(two, two["ratings_per_s"] / 2, n_items, SETTINGS["n_factors"]),
+        *scaling_model(two, two["ratings_per_s"] / 2, len(one["weights"].users), n_items, SETTINGS["n_factors"]),
         "",
         "Bar: " + "; ".join(f"{name}: {'pass' if ok else 'FAIL'}" for name, ok in checks) + ".",
     ]
