@@ -45,8 +45,7 @@ from collabemb.engines.fast import (
     _adagrad_blocks,
     _hash_order,
     _jit,
-    _mix64,
-    _pair_hash,
+    _routed,
     cell_blocks,
     epoch_plan,
     fit_key,
@@ -88,14 +87,7 @@ def _split(
     write = out_pos.shape[0] > 0
     for j in range(chunks.shape[0]):
         for m in range(chunk_start[chunks[j]], chunk_start[chunks[j] + 1]):
-            u = users[m]
-            i = items[m]
-            h = _pair_hash(fit_key, u, i)
-            r = _mix64(key + h)
-            if (r >> np.uint64(32)) < route_below:
-                u = 0
-            if (r & np.uint64(0xFFFFFFFF)) < route_below:
-                i = 0
+            u, i, h = _routed(fit_key, key, route_below, users[m], items[m])
             if ublock[u] == me:
                 if not write:
                     counts[iblock[i]] += 1
@@ -141,35 +133,26 @@ def _fill(
     n_inc = inc_pos.shape[0]
     for j in range(chunks.shape[0]):
         for m in range(chunk_start[chunks[j]], chunk_start[chunks[j] + 1]):
-            u = users[m]
-            i = items[m]
-            h = _pair_hash(fit_key, u, i)
-            r = _mix64(key + h)
-            if (r >> np.uint64(32)) < route_below:
-                u = 0
-            if (r & np.uint64(0xFFFFFFFF)) < route_below:
-                i = 0
+            u, i, h = _routed(fit_key, key, route_below, users[m], items[m])
             if ublock[u] != me:
                 continue
             while k < n_inc and inc_pos[k] == j and inc_hash[k] < h:
-                c = iblock[inc_items[k]]
-                out_users[offsets[c]] = ulocal[0]
-                out_items[offsets[c]] = ilocal[inc_items[k]]
-                out_ratings[offsets[c]] = inc_ratings[k]
-                offsets[c] += 1
+                _put(0, inc_items[k], inc_ratings[k], iblock, ulocal, ilocal, offsets, out_users, out_items, out_ratings)
                 k += 1
-            c = iblock[i]
-            out_users[offsets[c]] = ulocal[u]
-            out_items[offsets[c]] = ilocal[i]
-            out_ratings[offsets[c]] = ratings[m]
-            offsets[c] += 1
+            _put(u, i, ratings[m], iblock, ulocal, ilocal, offsets, out_users, out_items, out_ratings)
         while k < n_inc and inc_pos[k] == j:
-            c = iblock[inc_items[k]]
-            out_users[offsets[c]] = ulocal[0]
-            out_items[offsets[c]] = ilocal[inc_items[k]]
-            out_ratings[offsets[c]] = inc_ratings[k]
-            offsets[c] += 1
+            _put(0, inc_items[k], inc_ratings[k], iblock, ulocal, ilocal, offsets, out_users, out_items, out_ratings)
             k += 1
+
+
+@_jit
+def _put(u, i, rating, iblock, ulocal, ilocal, offsets, out_users, out_items, out_ratings):
+    """Write one routed rating (global rows u, i) at the next place of its cell (item block), as block-local indices."""
+    c = iblock[i]
+    out_users[offsets[c]] = ulocal[u]
+    out_items[offsets[c]] = ilocal[i]
+    out_ratings[offsets[c]] = rating
+    offsets[c] += 1
 
 
 @dataclass

@@ -131,6 +131,19 @@ def _pair_hash(fit_key, u, i):
 
 
 @_jit
+def _routed(fit_key, key, route_below, u, i):
+    """One rating's rows after the epoch's unknown-slot routing, and its pair hash: ``(u, i, h)``. Its user goes to
+    row 0 when the high 32 bits of mix64(key + h) are below ``route_below``, its item when the low 32 bits are."""
+    h = _pair_hash(fit_key, u, i)
+    r = _mix64(key + h)
+    if (r >> np.uint64(32)) < route_below:
+        u = 0
+    if (r & np.uint64(0xFFFFFFFF)) < route_below:
+        i = 0
+    return u, i, h
+
+
+@_jit
 def _chunk_of(h, n_chunks):
     """The chunk (0..n_chunks-1) of pair hash ``h``: its top 32 bits scaled, so chunks are contiguous in h."""
     return np.int64(((h >> np.uint64(32)) * np.uint64(n_chunks)) >> np.uint64(32))
@@ -277,13 +290,7 @@ def _bucket_cells(
     write = out_users.shape[0] > 0
     for j in range(chunks.shape[0]):
         for m in range(chunk_start[chunks[j]], chunk_start[chunks[j] + 1]):
-            u = users[m]
-            i = items[m]
-            h = _mix64(key + _pair_hash(fit_key, u, i))
-            if (h >> np.uint64(32)) < route_below:
-                u = 0
-            if (h & np.uint64(0xFFFFFFFF)) < route_below:
-                i = 0
+            u, i, _ = _routed(fit_key, key, route_below, users[m], items[m])
             c = ublock[u] * strata + iblock[i]
             if write:
                 pos = offsets[c]
