@@ -2,7 +2,9 @@
 
 :func:`parts_to_files` turns the built parts of a :class:`~collabemb.index.SimilarityIndex` into
 FAISS bytes (``faiss.serialize_index``) and one config entry per part; :func:`parts_from_files`
-reads them back and refuses, naming the file:
+(and :func:`read_stored_parts`, with the index's settings) reads them back, against any model's
+tables (a torch module, or the :class:`~collabemb.model_view.ModelView` of an artifact read without
+torch), and refuses, naming the file:
 
 * bytes built for another registry, other vectors or another size
   (:class:`~collabemb.faiss_parts.StaleIndexError`);
@@ -27,13 +29,12 @@ import struct
 
 import numpy as np
 
-from collabemb.artifact import TENSORS_FILE, index_file_name
 from collabemb.faiss_parts import PARTS, IndexSettings, Part, StaleIndexError, new_checksum, part_dim, update_checksum
-from collabemb.models import EmbeddingDotBias
+from collabemb.model_view import TENSORS_FILE, StoredIndex, TableSource, index_file_name
 from collabemb.schema import ArtifactError
 
 
-def parts_to_files(parts: dict[str, Part], module: EmbeddingDotBias) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+def parts_to_files(parts: dict[str, Part], model: TableSource) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """``({part: entry}, {file name: (n,) uint8 bytes})`` of built parts; refuses stale ones."""
     entries: dict[str, dict] = {}
     files: dict[str, np.ndarray] = {}
@@ -41,23 +42,18 @@ def parts_to_files(parts: dict[str, Part], module: EmbeddingDotBias) -> tuple[di
     for name, part in parts.items():
         table = part.table
         if table not in sums:
-            sums[table] = table_hasher(module, table).hexdigest()
+            sums[table] = table_hasher(model, table).hexdigest()
         data = part.to_bytes()
-        entries[name] = {**part.entry(module, sums[table], module.registry(table).fingerprint()), "file_checksum": bytes_checksum(data)}
+        entries[name] = {**part.entry(model, sums[table], model.registry(table).fingerprint()), "file_checksum": bytes_checksum(data)}
         files[index_file_name(name)] = data
     return entries, files
 
 
 def parts_from_files(
-    entries: dict,
-    files: dict[str, np.ndarray],
-    module: EmbeddingDotBias,
-    settings: IndexSettings,
-    *,
-    verified: dict[str, str] | None = None,
+    entries: dict, files: dict[str, np.ndarray], model: TableSource, settings: IndexSettings, *, verified: dict[str, str] | None = None
 ) -> dict[str, Part]:
     """The parts :func:`parts_to_files` stored (``entries`` checked by the artifact's schema), each
-    checked against ``module``.
+    checked against ``model``.
 
     ``verified``: the SHA-256 of each index file and of ``tensors.safetensors`` as the artifact's
     manifest verified them (None for an unverified artifact: the table is hashed instead).
@@ -69,10 +65,28 @@ def parts_from_files(
         if name not in PARTS:
             raise ArtifactError(f"{file}: unknown index part {name!r}; expected one of {', '.join(PARTS)}")
         if verified is None and PARTS[name] not in hashers:
-            hashers[PARTS[name]] = table_hasher(module, PARTS[name])
+            hashers[PARTS[name]] = table_hasher(model, PARTS[name])
         hasher = hashers.get(PARTS[name])
-        parts[name] = part_from_bytes(name, entry, files.get(file), module, settings, file=file, hasher=hasher, verified=verified)
+        parts[name] = part_from_bytes(name, entry, files.get(file), model, settings, file=file, hasher=hasher, verified=verified)
     return parts
+
+
+def read_stored_parts(stored: StoredIndex, model: TableSource) -> tuple[IndexSettings, dict[str, Part]]:
+    """The settings and the parts of an index as an artifact stored it (its config entry and FAISS bytes), each
+    part read back and checked against ``model`` (:func:`parts_from_files`).
+
+    Raises :class:`~collabemb.schema.ArtifactError` for an entry whose settings are not valid, and what
+    :func:`parts_from_files` raises for the parts.
+    """
+    config = stored.config
+    try:
+        params = dict(config.get("params", {}))
+        if "kind" in params:  # the name of index_type in indexes stored before 0.2
+            params["index_type"] = params.pop("kind")
+        settings = IndexSettings(metric=config["metric"], **params)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"config.json: bad index entry ({exc})") from None
+    return settings, parts_from_files(config.get("parts", {}), stored.files, model, settings, verified=stored.verified)
 
 
 def _check_bound(file: str, entry: dict, verified: dict[str, str]) -> None:
@@ -90,18 +104,18 @@ def _check_bound(file: str, entry: dict, verified: dict[str, str]) -> None:
 
 
 def part_from_bytes(
-    name: str, entry: dict, data: np.ndarray | None, module: EmbeddingDotBias, settings: IndexSettings, *, file: str, hasher, verified=None
+    name: str, entry: dict, data: np.ndarray | None, model: TableSource, settings: IndexSettings, *, file: str, hasher, verified=None
 ) -> Part:
-    """A part read back from :meth:`Part.to_bytes` and its entry, checked against ``module``.
+    """A part read back from :meth:`Part.to_bytes` and its entry, checked against ``model``.
 
-    ``hasher`` is a checksum fed with the module's whole table, or None when ``verified`` (see
+    ``hasher`` is a checksum fed with the model's whole table, or None when ``verified`` (see
     :func:`parts_from_files`) binds the entry to the files instead (the part then computes its
     checksum only when needed).
     """
     import faiss
 
     table = PARTS[name]
-    registry = module.registry(table)
+    registry = model.registry(table)
     fingerprint = registry.fingerprint()
     if entry.get("registry_fingerprint") != fingerprint:
         raise StaleIndexError(
@@ -132,7 +146,7 @@ def part_from_bytes(
     max_norm2 = entry.get("max_norm2")
     check_type(index, name, index_type, max_norm2, file)
     check_structure(index, file)
-    dim = part_dim(name, module.n_factors, max_norm2 is not None)
+    dim = part_dim(name, model.n_factors, max_norm2 is not None)
     if index.d != dim or index.ntotal != len(registry):
         raise StaleIndexError(
             f"{file}: holds {index.ntotal} vectors of dimension {index.d}, expected {len(registry)} "
@@ -211,9 +225,9 @@ def bytes_checksum(data: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(data, dtype=np.uint8), digest_size=16).hexdigest()
 
 
-def table_hasher(module: EmbeddingDotBias, table: str):
+def table_hasher(model: TableSource, table: str):
     """A checksum fed with rows 1..n of one table (what a fresh part over it would hold)."""
     h = new_checksum()
-    weights, biases = module.tables(table)
-    update_checksum(h, weights, biases, 1, len(module.registry(table)) + 1)
+    weights, biases = model.tables(table)
+    update_checksum(h, weights, biases, 1, len(model.registry(table)) + 1)
     return h

@@ -29,10 +29,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from collabemb.artifact import ArtifactError
-from collabemb.models import EmbeddingDotBias
+from collabemb.model_view import TableSource
 from collabemb.registry import UNKNOWN_ROW
-from collabemb.schema import INDEX_PARAMS, INDEX_TYPES, METRICS, check_arguments
+from collabemb.schema import INDEX_PARAMS, INDEX_TYPES, METRICS, ArtifactError, check_arguments
 
 IndexType = Literal["exact", "hnsw", "ivf"]
 Metric = Literal["cosine", "dot"]
@@ -139,18 +138,18 @@ class Part:
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
-    def build(cls, name: str, module: EmbeddingDotBias, settings: IndexSettings) -> Part:
-        """Build part ``name`` over the module's current table."""
+    def build(cls, name: str, model: TableSource, settings: IndexSettings) -> Part:
+        """Build part ``name`` over the model's current table."""
         if name not in PARTS:
             raise ValueError(f"unknown part {name!r}; expected one of {', '.join(PARTS)}")
         table = PARTS[name]
-        n = len(module.registry(table))
+        n = len(model.registry(table))
         if n == 0:
             raise ValueError(f"the model has no {table}s to index")
-        weights, biases = module.tables(table)
+        weights, biases = model.tables(table)
         index_type = settings.index_type_for(n)
         max_norm2 = _lift_norm2(weights, biases) if name == "recommend" and index_type != "exact" else None
-        dim = part_dim(name, module.n_factors, max_norm2 is not None)
+        dim = part_dim(name, model.n_factors, max_norm2 is not None)
         part = cls(name, index_type, None, new_checksum(), settings, max_norm2)
         with _faiss_threads(settings.threads):
             part.index = _empty_index(index_type, dim, max_norm2 is not None, settings, n)
@@ -191,9 +190,9 @@ class Part:
         return q
 
     # --- freshness and growth -------------------------------------------------------------------
-    def check_fresh(self, module: EmbeddingDotBias) -> None:
-        """Refuse a part that holds another number of rows than the module's table."""
-        n = len(module.registry(self.table))
+    def check_fresh(self, model: TableSource) -> None:
+        """Refuse a part that holds another number of rows than the model's table."""
+        n = len(model.registry(self.table))
         if self.index.ntotal != n:
             raise StaleIndexError(
                 f"the {self.name!r} index holds {self.index.ntotal} {self.table}s but the model now has {n}: "
@@ -201,38 +200,38 @@ class Part:
                 f"rebuild it with collabemb.build_index(fitted)"
             )
 
-    def extended(self, module: EmbeddingDotBias, rows: np.ndarray) -> Part:
-        """This part with the module's rows ``rows`` (just appended to its table) added.
+    def extended(self, model: TableSource, rows: np.ndarray) -> Part:
+        """This part with the model's rows ``rows`` (just appended to its table) added.
 
         Returns ``self`` grown in place, or a rebuilt part when a new item is longer than the
         lifted norm of an approximate recommend part allows for (the reduction would be wrong).
         """
         rows = np.sort(np.asarray(rows, dtype=np.int64))  # append_rows returns them in the order of the IDs given
-        checksum = self.running_checksum(module)
+        checksum = self.running_checksum(model)
         start = int(self.index.ntotal) + 1
         if not np.array_equal(rows, np.arange(start, start + len(rows))):
             raise StaleIndexError(
                 f"the {self.name!r} index holds {self.index.ntotal} {self.table}s; cannot append rows {rows[:3].tolist()}"
             )
-        weights, biases = module.tables(self.table)
+        weights, biases = model.tables(self.table)
         if self.lifted and len(rows):
             norm2 = np.einsum("ij,ij->i", weights[rows], weights[rows], dtype=np.float64) + biases[rows].astype(np.float64) ** 2
             if np.max(norm2) > self.max_norm2:
                 warnings.warn(
                     f"a new item is longer than the {self.name!r} {self.index_type} index allows for; rebuilding it", stacklevel=4
                 )
-                return Part.build(self.name, module, self.settings)
+                return Part.build(self.name, model, self.settings)
         with _faiss_threads(self.settings.threads):
             self.index.add(self.faiss_input(weights, biases, rows))
         update_checksum(checksum, weights, biases, start, start + len(rows))
         return self
 
-    def running_checksum(self, module: EmbeddingDotBias):
+    def running_checksum(self, model: TableSource):
         """The checksum of the rows this part holds. A part read from a verified artifact computes it
-        only now, from the module's rows, and refuses them if they differ from what was recorded."""
+        only now, from the model's rows, and refuses them if they differ from what was recorded."""
         if self.checksum is None:
             h = new_checksum()
-            weights, biases = module.tables(self.table)
+            weights, biases = model.tables(self.table)
             update_checksum(h, weights, biases, 1, int(self.index.ntotal) + 1)
             if h.hexdigest() != self.built_from:
                 raise StaleIndexError(
@@ -324,13 +323,13 @@ class Part:
     def _can_probe_more(self, effort: int) -> bool:
         return self.index_type == "ivf" and (self._nprobe() << effort) < self.index.nlist
 
-    def rescore(self, module: EmbeddingDotBias, p: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rescore(self, weights: np.ndarray, biases: np.ndarray, p: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``<p_u, q_i> + b_i`` (float64) of the found item rows, each query's results re-sorted by it.
 
-        For the candidates of a lifted recommend part (its distances are L2). Empty slots (row 0)
-        get -inf and stay at the end.
+        For the candidates of a lifted recommend part (its distances are L2): ``weights`` (n_item_rows, k)
+        and ``biases`` (n_item_rows,) the item table, ``p`` (nq, k) the queries' user vectors, ``found``
+        (nq, f) int64 item rows. Empty slots (row 0) get -inf and stay at the end.
         """
-        weights, biases = module.tables("item")
         w, b = weights[found.ravel()], biases[found.ravel()]
         ip = np.einsum("qkd,qd->qk", w.reshape(*found.shape, -1).astype(np.float64), p.astype(np.float64)) + b.reshape(found.shape)
         ip[found == UNKNOWN_ROW] = -np.inf
@@ -344,13 +343,13 @@ class Part:
 
         return faiss.serialize_index(self.index)
 
-    def entry(self, module: EmbeddingDotBias, table_sum: str, fingerprint: str) -> dict:
-        """The config entry of this part; refuses it when the module's table is not what it holds.
+    def entry(self, model: TableSource, table_sum: str, fingerprint: str) -> dict:
+        """The config entry of this part; refuses it when the model's table is not what it holds.
 
-        ``table_sum`` is :func:`table_checksum` of the module's table, ``fingerprint`` its registry's.
+        ``table_sum`` is :func:`table_checksum` of the model's table, ``fingerprint`` its registry's.
         """
-        self.check_fresh(module)
-        if self.running_checksum(module).hexdigest() != table_sum:
+        self.check_fresh(model)
+        if self.running_checksum(model).hexdigest() != table_sum:
             raise StaleIndexError(
                 f"the model's {self.table} vectors changed after its {self.name!r} index was built; "
                 f"rebuild it (collabemb.build_index(fitted)) or drop it (fitted.index = None) before saving"

@@ -4,8 +4,8 @@ A :class:`FittedModel` is what :func:`collabemb.fit`, :func:`collabemb.fit_impli
 :func:`collabemb.load_model` return, and what :func:`collabemb.save_model` writes. It holds:
 
 * ``module``: the :class:`~collabemb.models.EmbeddingDotBias` (tables and registries);
-* ``identity``: a :class:`ModelIdentity`, what kind of model this is (family, what row 0 means,
-  the settings a fold-in must reuse), stored as its own record in ``config.json``;
+* ``identity``: a :class:`~collabemb.model_view.ModelIdentity`, what kind of model this is (family,
+  what row 0 means, the settings a fold-in must reuse), stored as its own record in ``config.json``;
 * ``history``: the :class:`~collabemb.history.FitHistory` (empty for one-solve models);
 * ``seen_items``: the training pairs (:class:`~collabemb.interactions.SeenItems`);
 * ``item_metadata``: titles, genres... (a DataFrame with an ``item`` column; empty when none);
@@ -19,7 +19,6 @@ layers above that take a FittedModel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -28,80 +27,10 @@ import pandas as pd
 from collabemb.data import read_ratings
 from collabemb.history import FitHistory
 from collabemb.interactions import SeenItems
+from collabemb.model_view import ModelIdentity, StoredIndex, history_vector, item_metadata_frame, no_item_metadata
 from collabemb.models import EmbeddingDotBias, Table
-from collabemb.registry import IdRegistry, Unknown, id_type_of
-from collabemb.schema import FAMILIES, ROW0  # the vocabularies are declared with the artifact's schema
-from collabemb.settings import MODELS
+from collabemb.registry import IdRegistry, Unknown
 from collabemb.side_info import predict_with_features
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What kind of model a fitted module is (the ``identity`` record of ``config.json``).
-
-    Attributes:
-        family: ``"rating"``, ``"als"``, ``"bpr"``, ``"lmf"``, ``"popularity"`` or ``"vectors"``.
-        row0: what row 0, the unknown slot, holds: ``"trained"`` (routed during training),
-            ``"fitted"`` (solved afterwards on given ratings, the rest fixed: :func:`collabemb.fit_unknown_rows`),
-            ``"mean"`` (mean of the known rows), ``"mean_count"`` (popularity: mean count),
-            ``"untrained"`` (fastai's ``#na#`` row as imported: its random start, never trained) or
-            ``"none"`` (zeros: vectors imported with ``SimilarityIndex.from_vectors``).
-        weight_decay: rating models: the per-rating L2 strength (a fold-in reuses it).
-        threshold: implicit models: interactions below it were dropped; None kept all.
-        weighting: implicit models: ``"binary"``, ``"raw"`` or ``"log"``.
-        regularization, alpha: ALS's L2 and confidence scale (its fold-in reuses them).
-        rating_model: rating models: ``"dot"``, or ``"svdpp"``: the user table holds effective vectors
-            (own vector plus the normalised sum of the history vectors of the items the user rated in
-            training), and the model carries those history vectors (:attr:`FittedModel.history_vectors`).
-    """
-
-    family: str = "rating"
-    row0: str = "trained"
-    weight_decay: float | None = None
-    threshold: float | None = None
-    weighting: str | None = None
-    regularization: float | None = None
-    alpha: float | None = None
-    rating_model: str = "dot"
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        if self.rating_model not in MODELS or (self.rating_model != "dot" and self.family != "rating"):
-            raise ValueError(
-                f"rating_model must be one of {', '.join(MODELS)} ('dot' unless family is 'rating'), got {self.rating_model!r}"
-            )
-        if self.row0 not in ROW0:
-            raise ValueError(f"row0 must be one of {', '.join(ROW0)}, got {self.row0!r}")
-
-    @property
-    def fold_in(self) -> str | None:
-        """Which new-ID solve applies: ``"rating"`` (Newton on the rating objective), ``"als"``
-        (ALS's closed form) or None (BPR, LMF, popularity: no solve reproduces training)."""
-        return {"rating": "rating", "als": "als"}.get(self.family)
-
-    @property
-    def row0_text(self) -> str:
-        """``row0`` in words, for ``collabemb info``."""
-        return {
-            "trained": "trained: routed training ratings taught it an average user / item",
-            "fitted": "fitted afterwards on given ratings with every other row fixed: an average user / item",
-            "mean": "the mean of the known rows (not trained)",
-            "untrained": "fastai's #na# row as imported: its random initial values, never trained",
-            "mean_count": "item row 0: the mean count (not trained)",
-            "none": "zeros: no unknown slot (vectors imported, not trained)",
-        }[self.row0]
-
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelIdentity:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown identity field(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 class IndexSnapshot(Protocol):
@@ -110,22 +39,6 @@ class IndexSnapshot(Protocol):
     def to_files(self) -> tuple[dict, dict[str, np.ndarray]]:
         """``(config entry, {file name: (n,) uint8 bytes})``; refuses an index that is stale."""
         ...
-
-
-@dataclass(frozen=True)
-class StoredIndex:
-    """An index as read from an artifact: its config entry and file bytes, not yet deserialised.
-
-    ``verified``: ``{file name: SHA-256}`` of the index files and the tensors file as the
-    artifact's manifest verified them; None when the artifact had no manifest.
-    """
-
-    config: dict
-    files: dict[str, np.ndarray]
-    verified: dict[str, str] | None = None
-
-    def to_files(self) -> tuple[dict, dict[str, np.ndarray]]:
-        return self.config, self.files
 
 
 class FittedModel:
@@ -152,9 +65,7 @@ class FittedModel:
         self.identity = identity if identity is not None else ModelIdentity()
         self.history = history if history is not None else FitHistory()
         self.seen_items = seen_items if seen_items is not None else SeenItems.empty(module.users.n_rows)
-        if item_metadata is None:
-            item_metadata = pd.DataFrame({"item": np.empty(0, dtype=np.int64 if module.items.id_type == "int" else object)})
-        self.item_metadata = item_metadata
+        self.item_metadata = item_metadata if item_metadata is not None else no_item_metadata(module.items.id_type)
         self.index = index
         self.history_vectors = history_vectors
 
@@ -190,14 +101,7 @@ class FittedModel:
     def history_vector(self, item_rows: np.ndarray) -> np.ndarray | None:
         """svdpp: (k,) float64 ``|N|^-1/2 * sum of y_j`` over the distinct known item rows ``item_rows`` (a
         user's history vector: the part of its vector its rated items give); None for other models."""
-        y = self.history_vectors
-        if y is None:
-            return None
-        rows = np.unique(np.asarray(item_rows, dtype=np.int64))
-        rows = rows[rows != 0]
-        if not len(rows):
-            return np.zeros(y.shape[1])
-        return y[rows].astype(np.float64).sum(axis=0) / np.sqrt(len(rows))
+        return history_vector(self.history_vectors, item_rows)
 
     @property
     def seen_items(self) -> SeenItems:
@@ -280,17 +184,7 @@ class FittedModel:
         The ID column must hold the model's item ID type; it is renamed ``item``. Rows for IDs
         the model does not know are kept (they may be added later).
         """
-        if id_col not in frame.columns:
-            raise ValueError(f"item metadata has no column {id_col!r} (found: {', '.join(map(str, frame.columns))})")
-        ids, id_type = id_type_of(frame[id_col], what=f"item metadata column {id_col!r}")
-        if len(ids) and id_type != self.items.id_type:
-            raise TypeError(f"item metadata IDs are {id_type}, the model's item IDs are {self.items.id_type}")
-        meta = frame.drop(columns=[id_col]).copy()
-        meta.insert(0, "item", ids)
-        if meta["item"].duplicated().any():
-            dup = meta["item"][meta["item"].duplicated()].iloc[0]
-            raise ValueError(f"item metadata repeats item {dup!r}")
-        self.item_metadata = meta.reset_index(drop=True)
+        self.item_metadata = item_metadata_frame(frame, self.items.id_type, id_col=id_col)
 
     def set_seen_items(self, ratings) -> None:
         """Store the (user, item) pairs of ``ratings`` (Ratings, a DataFrame or a file) as the
@@ -303,3 +197,6 @@ class FittedModel:
             f"{self.n_factors} factors, y_range={self.y_range}, {len(self.seen_items)} seen pairs, "
             f"index={'yes' if self.index is not None else 'no'})"
         )
+
+
+__all__ = ["FittedModel", "IndexSnapshot", "ModelIdentity", "StoredIndex"]

@@ -37,11 +37,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit
 
-from collabemb.artifact import ArtifactError
 from collabemb.data import Ratings
-from collabemb.faiss_files import parts_from_files, parts_to_files
+from collabemb.faiss_files import parts_to_files, read_stored_parts
 from collabemb.faiss_parts import (
     EXACT_MAX_DEFAULT,
     HNSW_EF_CONSTRUCTION,
@@ -57,6 +55,7 @@ from collabemb.faiss_parts import (
 from collabemb.fitted import FittedModel, ModelIdentity, StoredIndex
 from collabemb.inputs import read_ratings_for
 from collabemb.interactions import SeenItems
+from collabemb.model_view import rating_of_logits
 from collabemb.models import EmbeddingDotBias, Table, check_table
 from collabemb.registry import UNKNOWN_CHOICES, UNKNOWN_ROW, IdRegistry, Unknown, UnknownIdError, id_type_of
 from collabemb.settings import check_k
@@ -303,13 +302,8 @@ class SimilarityIndex:
             part.recommend_queries(p), k, stride=module.items.n_rows + 1, pairs=rated, global_rows=_exclude_rows(module.items, exclude)
         )
         if part.lifted:  # L2 distances came back: score the candidates exactly
-            found, ip = part.rescore(module, p, found)
-        logits = ip.astype(np.float64) + bu[:, None]
-        if module.y_range is None:  # identity link (implicit-feedback models): the score itself
-            score = logits.astype(np.float32)
-        else:
-            lo, hi = module.y_range
-            score = (lo + (hi - lo) * expit(logits)).astype(np.float32)
+            found, ip = part.rescore(*module.tables("item"), p, found)
+        score = rating_of_logits(ip.astype(np.float64) + bu[:, None], module.y_range)  # y_range None: the logits themselves
         return self._frame(ids, found, score, "item", source, query_col="user")
 
     # --- growth and storage --------------------------------------------------------------------
@@ -339,18 +333,16 @@ class SimilarityIndex:
 
         Raises :class:`~collabemb.faiss_parts.StaleIndexError` (naming the file) for a part built
         from another registry, other vectors or another size, and
-        :class:`~collabemb.artifact.ArtifactError` for a bad entry or bytes that are not the
+        :class:`~collabemb.schema.ArtifactError` for a bad entry or bytes that are not the
         FAISS index the entry describes.
         """
-        config = stored.config
-        try:
-            params = dict(config.get("params", {}))
-            if "kind" in params:  # the name of index_type in indexes stored before 0.2
-                params["index_type"] = params.pop("kind")
-            index = cls(fitted, metric=config["metric"], **params)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"config.json: bad index entry ({exc})") from None
-        index._parts = parts_from_files(config.get("parts", {}), stored.files, fitted.module, index.settings, verified=stored.verified)
+        return cls.from_parts(fitted, *read_stored_parts(stored, fitted.module))
+
+    @classmethod
+    def from_parts(cls, fitted: FittedModel, settings: IndexSettings, parts: Mapping[str, Part]) -> SimilarityIndex:
+        """An index over ``fitted`` searching ``parts`` (FAISS parts built or read over its tables) with ``settings``."""
+        index = cls(fitted)
+        index.settings, index._parts = settings, dict(parts)
         return index
 
     # --- internals: queries ---------------------------------------------------------------------

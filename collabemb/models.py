@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from collabemb.registry import UNKNOWN_ROW, IdRegistry, Unknown
+from collabemb.registry import UNKNOWN_ROW, IdRegistry, Table, Unknown, check_table
 
-#: Which table: the users' or the items'. One word for it across Python and the command line.
-Table = Literal["user", "item"]
-TABLES: tuple[str, ...] = ("user", "item")
 #: The module's four parameter tables, by their (fastai-compatible) names.
 TABLE_NAMES = ("u_weight", "i_weight", "u_bias", "i_bias")
 
@@ -27,13 +22,6 @@ def table_of(table: Table | None, is_item: bool | None) -> Table:
     if table is not None and check_table(table) != by_flag:
         raise ValueError(f"table={table!r} and is_item={is_item} name different tables; give one of them")
     return by_flag
-
-
-def check_table(table: str) -> Table:
-    """``table`` if it is ``"user"`` or ``"item"``, else a ValueError saying so."""
-    if table not in TABLES:
-        raise ValueError(f"table must be 'user' or 'item', got {table!r}")
-    return table  # type: ignore[return-value]
 
 
 class EmbeddingDotBias(nn.Module):

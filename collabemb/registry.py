@@ -29,12 +29,23 @@ IdType = Literal["int", "str"]
 Unknown = Literal["unknown_slot", "raise"]
 UNKNOWN_CHOICES: tuple[str, ...] = ("unknown_slot", "raise")
 
+#: Which table: the users' or the items'. One word for it across Python and the command line.
+Table = Literal["user", "item"]
+TABLES: tuple[str, ...] = ("user", "item")
+
 #: How an integer ID is written as text (the rule of collabemb.data): "050", "+5", " 5" and "-0" are not.
 CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
 #: Lists up to this long of plain ints or strs are checked without pandas (a query's few IDs).
 _SMALL = 256
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+
+
+def check_table(table: str) -> Table:
+    """``table`` if it is ``"user"`` or ``"item"``, else a ValueError saying so."""
+    if table not in TABLES:
+        raise ValueError(f"table must be 'user' or 'item', got {table!r}")
+    return table  # type: ignore[return-value]
 
 
 class UnknownIdError(KeyError):

@@ -2,14 +2,22 @@
 
 * **Only loopback without a token.** A host other than ``localhost`` / ``127.x`` / ``::1`` is refused
   unless a token is given: every request but ``GET /healthz`` must then carry it.
-* **A bad artifact fails before the port is taken**: the artifact is loaded (and checked) first,
+* **A bad artifact fails before the server listens**: the artifact is loaded (and checked) first,
   then the socket is bound, then uvicorn serves it (httptools and uvloop when installed, no access
-  log, uvicorn's own messages from ``warning`` up). One line on stdout says when it answers:
+  log, uvicorn's own messages from ``warning`` up). With ``--workers N`` the socket is bound first
+  and the workers' own loads are the check: the supervisor loads nothing (the first answer would
+  wait for its load, then the workers'), and raises the error of a worker that cannot load the
+  artifact as the single process raises it. One line on stdout says when it answers:
   ``collabemb serve: listening on http://HOST:PORT (artifact ..., N users, M items)`` (the port the
   system picked with ``--port 0``).
-* **One thread each.** FAISS, torch and BLAS run on one thread per process: a worker answers one
-  request at a time, and OpenMP threads spinning between requests would take the CPU from the
-  others (and from the clients, on a small machine).
+* **The first answer does not wait for torch.** What is loaded before the server listens is phase A
+  of :mod:`collabemb.serve_model` (the artifact read into numpy and its FAISS index: no torch, numba
+  or scipy); phase B (torch, the fold-in solver) starts in a thread when the app starts, and only
+  the requests that need it (predict, fold-ins, the explorer page) wait for it.
+* **One thread each.** FAISS, torch and BLAS run on one thread per process
+  (:func:`~collabemb.serve_model.one_thread_each`; torch once phase B has imported it): a worker
+  answers one request at a time, and OpenMP threads spinning between requests would take the CPU
+  from the others (and from the clients, on a small machine).
 * **SIGHUP reloads the artifact in place** (:meth:`~collabemb.serve_app.ModelHolder.reload_soon`):
   a thread loads the current snapshot and swaps the new model in; requests in flight finish on the
   model they started with, and a failed reload keeps the old model and says why on stderr. A
@@ -25,7 +33,7 @@
   that takes it and sends SIGHUP to the supervisor, which passes it on (that worker, already up to
   date, skips it). A worker that dies is replaced by uvicorn with a fresh one (loading the current
   snapshot); one that cannot load it stops the server, as uvicorn stops on a worker that fails to
-  start. ``/metrics`` counts per worker process.
+  start, with its error. ``/metrics`` counts per worker process.
 * **SIGINT (Ctrl-C) and SIGTERM** shut down gracefully (requests in flight are answered, for up to
   30 s) and the exit status is 0.
 """
@@ -36,11 +44,15 @@ import contextlib
 import functools
 import importlib.util
 import ipaddress
+import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,28 +81,40 @@ def run_server(artifact: Path, *, host: str, port: int, workers: int, token: str
             f"--host {host} answers other machines too: give --token (or set COLLABEMB_TOKEN) so that only "
             f"requests carrying it are answered, or bind to 127.0.0.1"
         )
-    from collabemb.serve_app import create_app  # torch, pandas, FAISS: after the checks that need none of them
+    if workers > 1:
+        return _supervise(Path(artifact), host, port, workers, token)
+    from collabemb.serve_app import create_app  # pandas, FAISS, Starlette: after the checks that need none of them
+    from collabemb.serve_model import one_thread_each
 
     one_thread_each()
     app = create_app(artifact, token=token)
     served = app.state.holder.current
-    if workers == 1:
-        threading.Thread(target=warm_fold_in, daemon=True).start()
     sock = _bind(host, port)
-    shown = f"[{host}]" if ":" in host else host
-    line = (
-        f"collabemb serve: listening on http://{shown}:{sock.getsockname()[1]} "
-        f"(artifact {served.artifact}, {len(served.users.registry)} users, {len(served.items.registry)} items)"
-    )
-    if workers == 1:
-        _Server(_config(app), app.state.holder, line).run(sockets=[sock])
-        return 0
-    del app, served  # each worker loads its own
-    supervisor = _Supervisor(_config(functools.partial(_worker_app, str(artifact), token), workers=workers), [sock], line)
+    line = _listening(host, sock, served.artifact, len(served.users.registry), len(served.items.registry))
+    _Server(_config(app), app.state.holder, line).run(sockets=[sock])
+    return 0
+
+
+def _supervise(artifact: Path, host: str, port: int, workers: int, token: str | None) -> int:
+    """``--workers N``: the socket bound, N worker processes loading the artifact and serving it; the first
+    worker error raised (a bad artifact: the error a single process raises)."""
+    sock = _bind(host, port)
+    reports, report = multiprocessing.get_context("spawn").Pipe(duplex=False)
+    config = _config(functools.partial(_worker_app, str(artifact), token, report), workers=workers)
+    supervisor = _Supervisor(config, [sock], reports, functools.partial(_listening, host, sock, artifact.resolve()))
     supervisor.run()
+    supervisor.read_reports()
+    if supervisor.failure is not None:
+        raise supervisor.failure
     if supervisor.failed:
         raise ValueError(f"a worker process could not start serving {artifact}; the lines above say why")
     return 0
+
+
+def _listening(host: str, sock: socket.socket, artifact: Path, n_users: int, n_items: int) -> str:
+    """The line that says where the server answers, once it does."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"collabemb serve: listening on http://{shown}:{sock.getsockname()[1]} (artifact {artifact}, {n_users} users, {n_items} items)"
 
 
 def is_loopback(host: str) -> bool:
@@ -101,27 +125,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:  # a host name: it may resolve to anything
         return False
-
-
-def one_thread_each() -> None:
-    """FAISS (OpenMP), torch and BLAS on one thread in this process."""
-    import faiss
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-
-
-def warm_fold_in() -> None:
-    """Load the compiled fold-in solver (numba: compiled once per installation, then read from its cache,
-    about half a second) in the background, so that the first fold-in request does not wait for it."""
-    import numpy as np
-
-    from collabemb.coldstart import solve_one
-
-    solve_one(np.zeros((1, 1)), np.zeros(1), np.ones(1), weight_decay=0.1, y_range=(0.0, 2.0))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -144,7 +147,7 @@ def _config(app, *, workers: int = 1) -> uvicorn.Config:
         workers=workers,
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        lifespan="off",
+        lifespan="on",  # the app's start begins phase B (collabemb.serve_model)
         access_log=False,
         log_level="warning",
         proxy_headers=False,
@@ -184,14 +187,36 @@ class _Server(uvicorn.Server):
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor of N workers, but: the line is said once every worker answers, SIGHUP is passed
-    on to the workers (each reloads in place) rather than restarting them, and Ctrl-C stops a start-up."""
+    """uvicorn's supervisor of N workers, but: each worker reports its load (:func:`_worker_app`), the line is
+    said once every worker answers, SIGHUP is passed on to the workers (each reloads in place) rather than
+    restarting them, and Ctrl-C stops a start-up.
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], line: str):
+    ``reports``: what the workers send: ``(n_users, n_items)`` once loaded, or the exception their load raised.
+    ``line``: the listening line of ``(n_users, n_items)``. ``failure``: the first exception reported."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], reports: Connection, line: Callable[[int, int], str]):
         super().__init__(config, sockets)
-        self.line, self.timed_out = line, False
+        self.reports, self.line, self.timed_out = reports, line, False
+        self.failure: BaseException | None = None
+        self.loaded: tuple[int, int] | None = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: self.should_exit.set())
+
+    def read_reports(self) -> None:
+        """Take in what the workers have reported (each worker sends one report; a replaced worker one more)."""
+        while self.reports.poll():
+            try:
+                report = self.reports.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                return
+            if isinstance(report, BaseException):
+                self.failure = self.failure or report
+            else:
+                self.loaded = self.loaded or report
+
+    def keep_subprocess_alive(self) -> None:
+        self.read_reports()
+        super().keep_subprocess_alive()
 
     @property
     def failed(self) -> bool:
@@ -205,7 +230,8 @@ class _Supervisor(Multiprocess):
                 self.timed_out = process.exitcode is None and not self.should_exit.is_set()
                 self.should_exit.set()
                 return
-        print(self.line, flush=True)
+        self.read_reports()  # every worker is ready: each has reported its load
+        print(self.line(*self.loaded), flush=True)
 
     def handle_hup(self) -> None:
         for process in self.processes:
@@ -214,19 +240,24 @@ class _Supervisor(Multiprocess):
                     os.kill(process.pid, signal.SIGHUP)
 
 
-def _worker_app(artifact: str, token: str | None):
-    """The app of one worker process (uvicorn calls this in the worker): threads set, SIGHUP a reload."""
+def _worker_app(artifact: str, token: str | None, report: Connection):
+    """The app of one worker process (uvicorn calls this in the worker): threads set, SIGHUP a reload; its load
+    reported to the supervisor on ``report`` (the table sizes, or the exception, and then the exit)."""
     from collabemb.serve_app import create_app
+    from collabemb.serve_model import one_thread_each
 
     one_thread_each()
     try:
         app = create_app(Path(artifact), token=token, notify=_tell_supervisor)
     except Exception as exc:
-        print(f"collabemb serve: worker {os.getpid()} cannot load {artifact}: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        try:
+            report.send(exc)
+        except (pickle.PicklingError, TypeError, AttributeError):  # an exception pickle cannot carry: its words
+            report.send(RuntimeError(f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
         sys.exit(STARTUP_FAILURE)
     holder = app.state.holder
     signal.signal(signal.SIGHUP, lambda signum, frame: holder.reload_soon())
-    threading.Thread(target=warm_fold_in, daemon=True).start()
+    report.send((len(holder.current.users.registry), len(holder.current.items.registry)))
     return app
 
 
@@ -236,4 +267,4 @@ def _tell_supervisor() -> None:
         os.kill(os.getppid(), signal.SIGHUP)
 
 
-__all__ = ["is_loopback", "one_thread_each", "run_server", "warm_fold_in"]
+__all__ = ["is_loopback", "run_server"]

@@ -19,11 +19,11 @@ _LAYER_MODULES = (
     "registry models atomic schema store",  # 0 core
     "data text_input inputs splits movielens sample interactions ratings_dataset",  # 1 data
     "settings settings_file engines engines.fast engines.autograd engines.newton engines.svdpp engines.dsgd",  # 2 engines and their settings
-    "side_info history fitted model_card artifact",  # 3 the fitted model and its artifact
+    "side_info history fitted model_card artifact model_view",  # 3 the fitted model and its artifact
     "train implicit_mf distributed",  # 4 fitting
     "faiss_parts faiss_files faiss_shards index",  # 5 search
     "fold_solvers coldstart tuning export features sklearn_features fastai_import metrics plots explorer explorer_page",  # 6 uses
-    "cli_options cli cli_model __main__ serve serve_app serve_metrics",  # 7 the command line and the server
+    "cli_options cli cli_model __main__ serve serve_app serve_model serve_metrics",  # 7 the command line and the server
 )
 LAYERS = {name: layer for layer, names in enumerate(_LAYER_MODULES) for name in names.split()}
 LAYERS[""] = len(_LAYER_MODULES)  # the package's __init__: the front door re-exports everything, nothing inside imports it

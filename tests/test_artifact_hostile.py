@@ -93,22 +93,22 @@ def test_weights_of_another_dtype_are_refused_not_cast(art):
         ce.load_model(art)
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda c: c.pop("n_factors"), r"config.json: key 'n_factors': required key is missing"),
-        (lambda c: c.update(history=5), r"config.json: key 'history': expected an object, found 5"),
-        (lambda c: c["index"].update(parts=[1, 2]), r"config.json: key 'index.parts': expected an object, found a list of 2"),
-        (lambda c: c.update(y_range=[float("-inf"), float("inf")]), r"key 'y_range\[0\]': expected a finite number, found -Infinity"),
-        (lambda c: c.update(y_range=[5.0, 1.0]), r"key 'y_range': the low end 5.0 must be below the high end 1.0"),
-        (lambda c: c.update(n_factors=2.5), r"key 'n_factors': expected an integer in \[1, 65536\], found 2.5"),
-        (lambda c: c["index"]["params"].update(ef_search=2**40), r"key 'index.params.ef_search': expected an integer in \[1, 65536\]"),
-        (lambda c: c["identity"].update(family="magic"), r"key 'identity.family': expected one of 'rating'"),
-        (lambda c: c["seen_items"].update(indices="../../etc/passwd"), r"key 'seen_items.indices': expected one of 'seen_items.npy'"),
-        (lambda c: c.update(surprise=1), r"key 'surprise': unexpected key"),
-        (lambda c: c.update(n_item_rows=10**6), r"items.json: 30 IDs, config.json says 999999"),
-    ],
-)
+CONFIG_EDITS = [
+    (lambda c: c.pop("n_factors"), r"config.json: key 'n_factors': required key is missing"),
+    (lambda c: c.update(history=5), r"config.json: key 'history': expected an object, found 5"),
+    (lambda c: c["index"].update(parts=[1, 2]), r"config.json: key 'index.parts': expected an object, found a list of 2"),
+    (lambda c: c.update(y_range=[float("-inf"), float("inf")]), r"key 'y_range\[0\]': expected a finite number, found -Infinity"),
+    (lambda c: c.update(y_range=[5.0, 1.0]), r"key 'y_range': the low end 5.0 must be below the high end 1.0"),
+    (lambda c: c.update(n_factors=2.5), r"key 'n_factors': expected an integer in \[1, 65536\], found 2.5"),
+    (lambda c: c["index"]["params"].update(ef_search=2**40), r"key 'index.params.ef_search': expected an integer in \[1, 65536\]"),
+    (lambda c: c["identity"].update(family="magic"), r"key 'identity.family': expected one of 'rating'"),
+    (lambda c: c["seen_items"].update(indices="../../etc/passwd"), r"key 'seen_items.indices': expected one of 'seen_items.npy'"),
+    (lambda c: c.update(surprise=1), r"key 'surprise': unexpected key"),
+    (lambda c: c.update(n_item_rows=10**6), r"items.json: 30 IDs, config.json says 999999"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), CONFIG_EDITS)
 def test_every_edit_of_config_json_is_one_error_naming_the_file_and_the_key(art, edit, message):
     _edit_config(art, edit, seal=False)
     with pytest.raises(ce.ArtifactError, match=r"config.json: .*manifest.json"):
@@ -234,6 +234,76 @@ def test_a_flat_index_whose_size_field_lies_is_refused(art):
     _swap_index_file(art, "items", bytes(data))
     with pytest.raises(ce.ArtifactError, match="index-items.faiss: unreadable FAISS index"):
         _load_and_search(art)
+
+
+# --- the server's read without torch refuses the same -------------------------------------------
+
+
+def _read_as_the_server_does(art) -> None:
+    """What ``collabemb serve`` reads before it answers, without torch: the model's view, and the stored index
+    parts read back against it."""
+    from collabemb.faiss_files import read_stored_parts
+    from collabemb.model_view import read_model_view
+    from collabemb.store import open_snapshot
+
+    with open_snapshot(art, "artifact") as snapshot:
+        view = read_model_view(snapshot)
+    if view.index is not None:
+        read_stored_parts(view.index, view)
+
+
+def _retensor(art, edit) -> None:
+    """Edit the tensors file (``edit(tensors)``), and drop config.json's record of its hash (the careful tamperer)."""
+    path = snapshot_of(art) / "tensors.safetensors"
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path))
+    _edit_config(art, lambda c: c.pop("tensors_sha256"))
+
+
+def _swap_registry(art) -> None:
+    from collabemb.registry import IdRegistry
+
+    path = snapshot_of(art) / "users.json"
+    data = json.loads(path.read_text())
+    data["ids"][0], data["ids"][1] = data["ids"][1], data["ids"][0]
+    path.write_text(json.dumps(data))
+    _edit_config(art, lambda c: c.update(user_fingerprint=IdRegistry.from_dict(data).fingerprint()))
+
+
+def _seen_items_outside(art) -> None:
+    (snapshot_of(art) / "seen_items.npy").write_bytes(_npy_with_header("(480,)", "<i4", b"\0" * 1920))  # item row 0
+    reseal(art)
+
+
+def _lying_flat_index(art) -> None:
+    data = bytearray((snapshot_of(art) / "index-items.faiss").read_bytes())
+    data[37:45] = struct.pack("<Q", 2**31)
+    _swap_index_file(art, "items", bytes(data))
+
+
+TAMPERINGS = {
+    **{f"edited config ({message})": lambda art, edit=edit: _edit_config(art, edit) for edit, message in CONFIG_EDITS},
+    "config.json: n_factors the tensors were not written with": lambda art: _edit_config(art, lambda c: c.update(n_factors=8)),
+    "users.json swapped, its fingerprint too": _swap_registry,
+    "i_bias as int64": lambda art: _retensor(art, lambda t: t.update(i_bias=t["i_bias"].to(torch.int64))),
+    "u_weight with an infinity": lambda art: _retensor(art, lambda t: t["u_weight"].__setitem__((2, 0), float("inf"))),
+    "a tensor more": lambda art: _retensor(art, lambda t: t.update(extra=torch.zeros(2))),
+    "a tensor less": lambda art: _retensor(art, lambda t: t.pop("u_bias")),
+    "i_weight of another shape": lambda art: _retensor(art, lambda t: t.update(i_weight=t["i_weight"][:-1].clone())),
+    "seen items outside the items": _seen_items_outside,
+    "an index whose size field lies": _lying_flat_index,
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERINGS))
+def test_the_servers_read_without_torch_refuses_what_load_model_refuses_with_the_same_error(art, tamper):
+    TAMPERINGS[tamper](art)
+    with pytest.raises(ce.ArtifactError) as by_load_model:
+        _load_and_search(art)
+    with pytest.raises(ce.ArtifactError) as by_view:
+        _read_as_the_server_does(art)
+    assert str(by_view.value) == str(by_load_model.value)
 
 
 # --- property: any byte-level corruption of any file --------------------------------------------

@@ -148,7 +148,9 @@ def refused(response: httpx.Response, status: int, *words: str) -> str:
 
 def test_listening_line_names_the_real_port_and_healthz_answers(server, api):
     assert not server.url.endswith(":0")
-    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/healthz").json() in ({"status": "ok", "full_model": "loading"}, {"status": "ok", "full_model": "ready"})
+    wait_for(lambda: api.get("/healthz").json()["full_model"] == "ready")  # phase B: torch and the fold-in solver
+    assert api.get("/healthz").json() == {"status": "ok", "full_model": "ready"}
 
 
 @pytest.mark.parametrize("item, k", [(1, 10), (17, 3), (80, 79), (42, 1000)])
@@ -473,6 +475,76 @@ def test_a_bad_artifact_exits_non_zero_in_one_line_before_listening(models, tmp_
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("collabemb: error: ") and "Traceback" not in result.stderr
     assert str(path.resolve()) in result.stderr
+
+
+# --- the two phases of a load: searches without torch, then the torch model -------------------------
+
+
+def test_the_load_before_listening_and_its_searches_import_no_torch_numba_or_scipy(models):
+    """Phase A, from a fresh interpreter: the app made (an artifact with a stored index, and one without, whose
+    parts are built), searches, embeddings, seen items and info answered; torch, numba and scipy never imported."""
+    code = f"""
+import sys
+from starlette.testclient import TestClient
+from collabemb.serve_app import create_app
+from collabemb.serve_model import load_served, one_thread_each
+one_thread_each()
+app = create_app({str(models["root"] / "int")!r}, token=None)
+load_served({str(models["root"] / "str")!r})
+client = TestClient(app)  # not entered: the app's lifespan, and so phase B, is not started
+for path, params in [("/v1/similar", {{"item": 5}}), ("/v1/similar", {{"user": 5}}), ("/v1/recommend", {{"user": 5}}),
+                     ("/v1/embedding", {{"item": 5}}), ("/v1/seen", {{"user": 5}}), ("/v1/info", {{}}), ("/healthz", {{}})]:
+    assert client.get(path, params=params).status_code == 200, path
+assert client.post("/v1/recommend", json={{}}).status_code == 200
+print(sorted(name for name in ("torch", "numba", "scipy") if name in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_requests_needing_the_torch_model_wait_for_it_then_answer_as_the_python_api_and_a_reload_does_the_same(
+    models, tmp_path, monkeypatch
+):
+    from starlette.testclient import TestClient
+
+    from collabemb import serve_model
+    from collabemb.serve_app import create_app
+
+    gate, finish = threading.Event(), serve_model.Served._finish
+    monkeypatch.setattr(serve_model.Served, "_finish", lambda served: (gate.wait(60), finish(served)))  # phase B held
+    collabemb.save_model(models["int"], tmp_path / "art")
+    ratings = FOLD_INS["distinct items"]
+    frame = pd.DataFrame({"item": [r["item"] for r in ratings], "rating": [float(r["rating"]) for r in ratings]})
+    with TestClient(create_app(tmp_path / "art", token=None)) as client:  # entered: phase B started, and held
+        answers = {}
+        asks = {
+            "predict": lambda: client.get("/v1/predict", params={"user": 7, "item": 80}),
+            "fold-in": lambda: client.post("/v1/recommend", json={"ratings": ratings, "k": 8}),
+            "page": lambda: client.get("/"),
+        }
+        waiting = [threading.Thread(target=lambda name=name: answers.update({name: asks[name]()})) for name in asks]
+        for thread in waiting:
+            thread.start()
+        time.sleep(1.0)
+        assert client.get("/healthz").json() == {"status": "ok", "full_model": "loading"}
+        assert got(client.get("/v1/similar", params={"item": 17, "k": 3})) == expected(collabemb.similar_items(models["int"], [17], k=3))
+        assert not answers  # they wait, off the event loop: the searches above were answered meanwhile
+        gate.set()
+        for thread in waiting:
+            thread.join(60)
+        want = models["int"].predict([7], [80])["prediction"]
+        assert answers["predict"].json()["prediction"] == float(want[0])
+        assert got(answers["fold-in"]) == expected(collabemb.recommend_from_ratings(models["int"], frame, k=8))
+        assert answers["page"].status_code == 200 and "<html" in answers["page"].text.lower()
+        assert client.get("/healthz").json() == {"status": "ok", "full_model": "ready"}
+        collabemb.save_model(models["other"], tmp_path / "art")
+        gate.clear()
+        assert client.post("/v1/reload").json()["status"] == "reloaded"  # phase A of the new model, swapped in
+        assert client.get("/healthz").json() == {"status": "ok", "full_model": "loading"}  # its phase B, held
+        assert got(client.get("/v1/similar", params={"item": 17, "k": 3})) == expected(collabemb.similar_items(models["other"], [17], k=3))
+        gate.set()
+        predicted = client.get("/v1/predict", params={"user": 7, "item": 80}).json()["prediction"]
+        assert predicted == float(models["other"].predict([7], [80])["prediction"][0])
 
 
 # --- reloads --------------------------------------------------------------------------------------
