@@ -45,6 +45,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import torch
+from similarity import timed_singles
 
 import collabemb as ce
 from collabemb.faiss_shards import build_ondisk_ivf, shard_index
@@ -109,18 +110,6 @@ def recall(truth: pd.DataFrame, found: pd.DataFrame, key: str) -> float:
     """Mean over queries of |found & true top-10| / 10."""
     t, f = truth.groupby(key, sort=False)["item"].apply(set), found.groupby(key, sort=False)["item"].apply(set)
     return float(np.mean([len(t[q] & f.get(q, set())) / K for q in t.index]))
-
-
-def timed_singles(call, queries, warmup: int = 20) -> np.ndarray:
-    """Seconds of each single call, after ``warmup`` untimed ones."""
-    for q in queries[:warmup]:
-        call(q)
-    out = np.empty(len(queries))
-    for j, q in enumerate(queries):
-        t0 = time.perf_counter()
-        call(q)
-        out[j] = time.perf_counter() - t0
-    return out
 
 
 def release_freed_memory() -> None:
