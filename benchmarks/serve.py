@@ -1,9 +1,11 @@
 """``collabemb serve`` under load: throughput and latency over HTTP on loopback, beside the Python API.
 
 Two artifacts: MovieLens 100K (all of ``u.data``, ``fit`` defaults, the ml-100k titles and genres,
-the default index stored), and a generated catalogue of 1,000,000 items x 64 factors (10,000
-users) with HNSW indexes for similar items and for recommendations (built once, cached under
-``~/.cache/collabemb/bench-serve-1m``). For each, ``collabemb serve`` is started as a process;
+the default index stored), and a generated catalogue of 1,000,000 items x 64 factors in 500
+clusters, 10,000 users who like two clusters each (:func:`million_artifact`), with HNSW indexes
+for similar items and for recommendations (built once, cached under
+``~/.cache/collabemb/bench-serve-1m-tastes``); what those indexes answer is compared with exact
+search (recall@10). For each artifact, ``collabemb serve`` is started as a process;
 the time from starting it to the first answered ``/v1/similar`` is measured. Then a bounded load
 generator (this process: asyncio, one keep-alive HTTP/1.1 connection per client, a fixed number
 of requests, no retries) sends each query type at 1, 8 and 32 concurrent clients after a warm-up:
@@ -60,6 +62,12 @@ def movielens_artifact(data: Path, out: Path) -> ce.FittedModel:
 
 
 def million_artifact(out: Path) -> None:
+    """The generated catalogue: 1M items in 500 clusters of taste, 10,000 users who each like two clusters.
+
+    Items ``0.1 (c + 0.5 e)`` for their cluster's centre ``c`` and noise ``e`` (both standard normal, 64
+    factors); a user ``0.1 (0.7 c1 + 0.3 c2) + 0.05 e`` for their two clusters, and 20 rated items drawn from
+    them, as a trained model's users sit among the items they rated. Built once (HNSW for similar items and
+    for recommendations, the library's defaults), cached in ``out``."""
     import torch
 
     from collabemb.models import EmbeddingDotBias
@@ -67,26 +75,64 @@ def million_artifact(out: Path) -> None:
     if (out / "CURRENT").exists():
         return
     rng = np.random.default_rng(0)
-    n_items, n_users, k = 1_000_000, 10_000, 64
-    centres = rng.standard_normal((500, k), dtype=np.float32)
-    items = centres[rng.integers(0, 500, n_items)] + 0.5 * rng.standard_normal((n_items, k), dtype=np.float32)
+    n_items, n_users, k, n_clusters = 1_000_000, 10_000, 64, 500
+    centres = rng.standard_normal((n_clusters, k), dtype=np.float32)
+    cluster = rng.integers(0, n_clusters, n_items)
+    items = 0.1 * (centres[cluster] + 0.5 * rng.standard_normal((n_items, k), dtype=np.float32))
+    likes = rng.integers(0, n_clusters, (n_users, 2))
+    users = 0.1 * (0.7 * centres[likes[:, 0]] + 0.3 * centres[likes[:, 1]]) + 0.05 * rng.standard_normal((n_users, k), dtype=np.float32)
     tables = {
-        "u_weight": torch.from_numpy(0.1 * rng.standard_normal((n_users + 1, k), dtype=np.float32)),
-        "i_weight": torch.from_numpy(0.1 * np.vstack([items.mean(0, keepdims=True), items])),
+        "u_weight": torch.from_numpy(np.vstack([users.mean(0, keepdims=True), users]).astype(np.float32)),
+        "i_weight": torch.from_numpy(np.vstack([items.mean(0, keepdims=True), items])),
         "u_bias": torch.zeros(n_users + 1, 1),
         "i_bias": torch.from_numpy(0.1 * rng.standard_normal((n_items + 1, 1), dtype=np.float32)),
     }
     module = EmbeddingDotBias(
         ce.IdRegistry(np.arange(1, n_users + 1), name="user"), ce.IdRegistry(np.arange(1, n_items + 1), name="item"), k, tables=tables
     )
-    # 20 rated items per user, so recommend leaves something out, as for a trained model
-    user_rows = np.repeat(np.arange(1, n_users + 1), 20)
-    seen = ce.SeenItems.from_rows(user_rows, rng.integers(1, n_items + 1, len(user_rows)), n_users + 1)
+    # 20 rated items per user from the clusters they like (14 and 6), so recommend leaves out what they rated
+    by_cluster = np.argsort(cluster, kind="stable")
+    starts = np.searchsorted(cluster[by_cluster], np.arange(n_clusters + 1))
+    liked = np.repeat(likes, [14, 6], axis=1)  # (n_users, 20) the cluster of each rated item
+    picks = starts[liked] + (rng.random(liked.shape) * (starts[liked + 1] - starts[liked])).astype(np.int64)
+    seen = ce.SeenItems.from_rows(np.repeat(np.arange(1, n_users + 1), 20), by_cluster[picks].ravel() + 1, n_users + 1)
     fitted = ce.FittedModel(module, ce.ModelIdentity(family="rating", row0="mean", weight_decay=0.1), seen_items=seen)
     t0 = time.perf_counter()
     ce.build_index(fitted, parts=("items", "recommend"), index_type="hnsw")
     print(f"  built HNSW (items, recommend) over 1M items in {time.perf_counter() - t0:.0f} s", flush=True)
     ce.save_model(fitted, out)
+
+
+def recall_rows(model: ce.FittedModel, label: str, seed: int, n: int = 200) -> list[tuple]:
+    """Recall@10 of what the server answers (the model's stored index, as the API answers) against exact search:
+    ``similar`` (cosine, the query item left out) and ``recommend`` (largest ``<p_u, q_i> + b_i``, rated items
+    left out), ``n`` seeded queries each."""
+    rng = np.random.default_rng(seed)
+    (weights, biases), (user_weights, _) = model.tables("item"), model.tables("user")
+    unit = weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+    items = model.items.ids[rng.choice(len(model.items), n, replace=False)]
+    users = model.users.ids[rng.choice(len(model.users), min(n, len(model.users)), replace=False)]
+    found_similar = ce.similar_items(model, items, k=10).groupby("query", sort=False)["item"].apply(set)
+    found_recommend = ce.recommend(model, users, k=10).groupby("user", sort=False)["item"].apply(set)
+    indptr, rated = model.seen_items.indptr, model.seen_items.indices
+    hits = {"similar": [], "recommend": []}
+
+    def top10(scores: np.ndarray) -> set:  # scores over table rows; row 0, the unknown slot, never answers
+        scores[0] = -np.inf
+        return set(model.items.ids[np.argpartition(-scores, 10)[:10] - 1].tolist())
+
+    for item, row in zip(items, model.rows(items, "item"), strict=True):
+        scores = unit @ unit[row]
+        scores[row] = -np.inf
+        hits["similar"].append(len(top10(scores) & found_similar[item]) / 10)
+    for user, row in zip(users, model.rows(users, "user"), strict=True):
+        scores = weights @ user_weights[row] + biases
+        scores[rated[indptr[row] : indptr[row + 1]]] = -np.inf
+        hits["recommend"].append(len(top10(scores) & found_recommend[user]) / 10)
+    rows = [(label, name, float(np.mean(v)), len(v)) for name, v in hits.items()]
+    for row in rows:
+        print(f"  {label:<10} {row[1]:<10} recall@10 against exact search: {row[2]:.3f} ({row[3]} queries)", flush=True)
+    return rows
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -120,6 +166,21 @@ def start_server(artifact: Path, first_query: str, workers: int) -> tuple[subpro
                     return proc, port, time.perf_counter() - t0
         except OSError:
             time.sleep(0.01)
+
+
+def wait_fully_loaded(port: int, in_a_row: int = 20) -> None:
+    """Until ``/healthz`` says ``"full_model": "ready"`` on ``in_a_row`` new connections in a row: every worker
+    (each connection lands on one at random) past its second phase, so that the load measures the steady state."""
+    request, ready = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", 0
+    while ready < in_a_row:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(request)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        ready = ready + 1 if b'"full_model":"ready"' in answer else 0
+        if not ready:
+            time.sleep(0.2)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -204,7 +265,7 @@ def percentile(values: list[float], q: float) -> float:
 def serve_rows(artifact: Path, model: ce.FittedModel, label: str, args) -> tuple[list[tuple], float]:
     first = f"/v1/similar?item={model.items.ids[0]}&k=10"
     proc, port, start_s = start_server(artifact, first, args.workers)
-    time.sleep(2.0)  # every worker up (the first answer may come from the first worker alone)
+    wait_fully_loaded(port)
     print(f"  {label}: server start to first answer {start_s:.2f} s", flush=True)
     rows = []
     try:
@@ -274,7 +335,7 @@ def main() -> None:
     args = parser.parse_args()
     import tempfile
 
-    rows, floors, starts = [], [], {}
+    rows, floors, starts, recalls = [], [], {}, []
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
         ml = movielens_artifact(Path(args.data), Path(tmp) / "ml-100k")
         print("MovieLens 100K:", flush=True)
@@ -282,13 +343,14 @@ def main() -> None:
         rows += got
         floors += api_floor(ce.load_model(Path(tmp) / "ml-100k"), "ml-100k", args.seed)
     if not args.skip_1m:
-        million = CACHE / "bench-serve-1m"
+        million = CACHE / "bench-serve-1m-tastes"
         print("generated catalogue, 1M items:", flush=True)
         million_artifact(million)
         big = ce.load_model(million)
         got, starts["1M items"] = serve_rows(million, big, "1M items", args)
         rows += got
         floors += api_floor(big, "1M items", args.seed)
+        recalls += recall_rows(big, "1M items", args.seed)
 
     def row_of(label: str, name: str, clients: int) -> tuple:
         return next(r for r in rows if r[:3] == (label, name, clients))
@@ -333,6 +395,19 @@ def main() -> None:
         "| --- | --- | ---: | ---: |",
         *[f"| {a} | {q} | {p50:.3f} | {p99:.3f} |" for a, q, p50, p99 in floors],
         "",
+        *(
+            [
+                "What the 1M catalogue's HNSW indexes answer, against exact search (recall@10, the API's answers, which the "
+                "server's equal):",
+                "",
+                "| artifact | query | recall@10 | queries |",
+                "| --- | --- | ---: | ---: |",
+                *[f"| {a} | {q} | {r:.3f} | {n} |" for a, q, r, n in recalls],
+                "",
+            ]
+            if recalls
+            else []
+        ),
         "Bar: " + "; ".join(f"{name}: {'pass' if ok else 'FAIL'}" for name, ok in checks) + ".",
     ]
     if not args.no_write:

@@ -29,7 +29,7 @@ import struct
 
 import numpy as np
 
-from collabemb.faiss_parts import PARTS, IndexSettings, Part, StaleIndexError, new_checksum, part_dim, update_checksum
+from collabemb.faiss_parts import PARTS, IndexSettings, Part, StaleIndexError, lifts, new_checksum, part_dim, update_checksum
 from collabemb.model_view import TENSORS_FILE, StoredIndex, TableSource, index_file_name
 from collabemb.schema import ArtifactError
 
@@ -177,8 +177,8 @@ def check_type(index, name: str, index_type, max_norm2, file: str) -> None:
     expected_type = {"exact": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}.get(index_type)
     if expected_type is None or not isinstance(index, expected_type):
         raise ArtifactError(f"{file}: a {type(index).__name__}, expected index_type {index_type!r}")
-    lifted = name == "recommend" and index_type != "exact"
-    if lifted != isinstance(max_norm2, float):
+    lifted = isinstance(max_norm2, float)
+    if lifted != lifts(name, index_type) and not (lifted and name == "recommend" and index_type == "hnsw"):  # lifted HNSW: before 2026-12
         raise ArtifactError(f"{file}: max_norm2 {max_norm2!r} does not fit a {index_type} {name!r} index")
     metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
     if index.metric_type != metric:
@@ -209,7 +209,7 @@ def check_structure(index, file: str) -> None:
         ids = [faiss.rev_swig_ptr(lists.get_ids(i), int(size)) for i, size in enumerate(sizes) if size]
         labels = np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
         problems = {
-            "quantizer": index.quantizer.ntotal != index.nlist or index.quantizer.d != d,
+            "quantizer": index.quantizer.d != d or (n > 0 and index.quantizer.ntotal != index.nlist),  # empty: untrained
             "list sizes": sizes.min(initial=0) < 0 or int(sizes.sum()) != n,
             "labels": len(labels) != n or (n > 0 and not np.array_equal(np.sort(labels), np.arange(n))),
         }

@@ -9,8 +9,8 @@ A :class:`Part` is what :class:`collabemb.index.SimilarityIndex` holds up to thr
 FAISS label ``j`` is table row ``j + 1``: row 0, the unknown slot, is never indexed, so it is
 never returned. The metric is always set explicitly (FAISS's HNSW and IVF default to L2): inner
 product over L2-normalised vectors for ``metric="cosine"``, over the raw vectors for ``"dot"``.
-An approximate (HNSW or IVF) recommend part is searched by L2 after the exact MIPS-to-L2 lift
-(see :class:`Part`). A part keeps a running checksum of the table rows it was built from, so a
+Recommendations (:meth:`Part.recommend`) from an approximate part are what FAISS finds plus the
+items of largest bias, scored exactly (see :class:`Part`). A part keeps a running checksum of the table rows it was built from, so a
 model whose vectors changed after the build is caught (:class:`StaleIndexError`).
 
 Bytes go through ``faiss.serialize_index`` (:meth:`Part.to_bytes`); :mod:`collabemb.faiss_files`
@@ -24,7 +24,7 @@ import hashlib
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -51,6 +51,8 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 256
 _CHUNK = 1 << 16  # rows per chunk when hashing / lifting big tables
+#: An approximate recommend part's candidates include this many items of largest bias (see :class:`Part`).
+BIAS_CANDIDATES = 256
 
 
 class StaleIndexError(ArtifactError):
@@ -112,12 +114,19 @@ class IndexSettings:
 class Part:
     """One FAISS index over one table of the model.
 
-    ``max_norm2`` is set for an approximate (HNSW or IVF) ``"recommend"`` part, searched by L2
-    after the MIPS-to-L2 reduction: every stored vector ``x = [q_i, b_i]`` gets one more coordinate
-    ``sqrt(max_norm2 - |x|^2)``, so all have norm ``sqrt(max_norm2)`` and, for a query
-    ``[p_u, 1, 0]``, ``|x - q|^2 = max_norm2 + |q|^2 - 2 <x, q>``: nearest in L2 is largest in
-    inner product, exactly (Bachrach et al., RecSys 2014). HNSW and IVF find far better
-    neighbours in that metric space than by raw inner product, where long vectors dominate.
+    A ``"recommend"`` part stores ``x = [q_i, b_i]`` and is searched with ``[p_u, 1]``: largest inner
+    product, largest predicted rating. An HNSW one searches by that inner product; an IVF one (and an
+    HNSW one stored before 2026-12) by L2 after the MIPS-to-L2 reduction, ``max_norm2`` set: every
+    ``x`` gets one more coordinate ``sqrt(max_norm2 - |x|^2)``, so all have norm ``sqrt(max_norm2)``
+    and, for a query ``[p_u, 1, 0]``, ``|x - q|^2 = max_norm2 + |q|^2 - 2 <x, q>`` (Bachrach et al.,
+    RecSys 2014; IVF's k-means clusters need L2). Neither graph finds everything: the lifted one misses
+    much when users' tastes, not item biases, decide their lists (the query lies far from every lifted
+    vector), the inner-product one misses some of the items of large bias that many lists share.
+    So :meth:`recommend` adds the :data:`BIAS_CANDIDATES` items of largest bias to what FAISS finds and
+    scores them all exactly. Measured (200k generated items x 64, HNSW M=32, efSearch 256, recall@10):
+    users of clustered tastes 0.81 lifted, 0.95 inner product, 0.975 with the bias candidates; users
+    unrelated to the clusters 0.23 / 0.44 / 0.82; biases dominating (as after training on MovieLens)
+    1.000 / 0.93 / 0.994.
     """
 
     name: str
@@ -127,6 +136,7 @@ class Part:
     settings: IndexSettings
     max_norm2: float | None = None
     built_from: str | None = None  # the checksum an artifact recorded, when ``checksum`` is not computed yet
+    by_bias: tuple[int, np.ndarray] | None = field(default=None, repr=False)  # (ntotal, rows): see _top_by_bias
 
     @property
     def table(self) -> str:
@@ -148,7 +158,7 @@ class Part:
             raise ValueError(f"the model has no {table}s to index")
         weights, biases = model.tables(table)
         index_type = settings.index_type_for(n)
-        max_norm2 = _lift_norm2(weights, biases) if name == "recommend" and index_type != "exact" else None
+        max_norm2 = _lift_norm2(weights, biases) if lifts(name, index_type) else None
         dim = part_dim(name, model.n_factors, max_norm2 is not None)
         part = cls(name, index_type, None, new_checksum(), settings, max_norm2)
         with _faiss_threads(settings.threads):
@@ -270,21 +280,12 @@ class Part:
         out_scores = np.zeros((nq, k), dtype=np.float32)
         if nq == 0 or ntotal == 0:
             return out_rows, out_scores
-        need = np.full(nq, k, dtype=np.int64)
-        if self_rows is not None:
-            need += self_rows != UNKNOWN_ROW
-        if global_rows is not None:
-            need += len(global_rows)
-        pair_keys = None
-        if pairs is not None and len(pairs[0]):
-            need += np.bincount(pairs[0], minlength=nq)
-            pair_keys = np.unique(pairs[0].astype(np.int64) * stride + pairs[1])
+        excluded = _Exclusions.of(nq, stride, self_rows, pairs, global_rows)
+        need = k + excluded.counts(nq)
         # fetch sizes rounded up to a power of two, so a batch splits into a few searches
         fetch = np.minimum(np.left_shift(1, np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64)), ntotal)
         effort = np.zeros(nq, dtype=np.int64)  # doublings so far (for IVF: also of nprobe)
         pending = np.arange(nq)
-        global_rows = None if global_rows is None else np.unique(np.asarray(global_rows, dtype=np.int64))  # sorted: see _in_sorted
-        excluded = _Exclusions(self_rows, global_rows, pair_keys, np.int64(stride))
         with _faiss_threads(self.settings.threads):
             while len(pending):
                 again = []
@@ -323,18 +324,67 @@ class Part:
     def _can_probe_more(self, effort: int) -> bool:
         return self.index_type == "ivf" and (self._nprobe() << effort) < self.index.nlist
 
-    def rescore(self, weights: np.ndarray, biases: np.ndarray, p: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact ``<p_u, q_i> + b_i`` (float64) of the found item rows, each query's results re-sorted by it.
+    def recommend(
+        self,
+        weights: np.ndarray,
+        biases: np.ndarray,
+        p: np.ndarray,
+        k: int,
+        *,
+        pairs: tuple[np.ndarray, np.ndarray] | None = None,
+        global_rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item rows of a recommend part by ``<p_u, q_i> + b_i``, exclusions as :meth:`search`'s.
 
-        For the candidates of a lifted recommend part (its distances are L2): ``weights`` (n_item_rows, k)
-        and ``biases`` (n_item_rows,) the item table, ``p`` (nq, k) the queries' user vectors, ``found``
-        (nq, f) int64 item rows. Empty slots (row 0) get -inf and stay at the end.
+        ``weights`` (n_item_rows, k) and ``biases`` (n_item_rows,): the item table; ``p`` (nq, k) float32
+        user vectors. An approximate part's candidates, what FAISS finds plus the :data:`BIAS_CANDIDATES`
+        items of largest bias, are scored exactly (float32, as FAISS's exact index scores). Returns
+        ``(rows, scores)``, (nq, k): int64 rows (0 where fewer than k) and float64 inner products
+        (-inf where fewer), best first.
         """
-        w, b = weights[found.ravel()], biases[found.ravel()]
-        ip = np.einsum("qkd,qd->qk", w.reshape(*found.shape, -1).astype(np.float64), p.astype(np.float64)) + b.reshape(found.shape)
-        ip[found == UNKNOWN_ROW] = -np.inf
-        order = np.argsort(-ip, axis=1, kind="stable")
-        return np.take_along_axis(found, order, axis=1), np.take_along_axis(ip, order, axis=1)
+        stride = len(weights) + 1
+        found, scores = self.search(self.recommend_queries(p), k, stride=stride, pairs=pairs, global_rows=global_rows)
+        if self.index_type == "exact":
+            return found, np.where(found == UNKNOWN_ROW, -np.inf, scores.astype(np.float64))
+        if self.lifted:  # L2 distances came back: score the found items exactly
+            w, b = weights[found.ravel()], biases[found.ravel()]
+            scores = np.einsum("qkd,qd->qk", w.reshape(*found.shape, -1), p, dtype=np.float32) + b.reshape(found.shape)
+        top = self._top_by_bias(biases)
+        extra = np.broadcast_to(top, (len(p), len(top)))
+        extra_scores = p @ weights[top].T + biases[top]  # (nq, B) by BLAS
+        excluded = _Exclusions.of(len(p), stride, None, pairs, global_rows)
+        nq = np.arange(len(p), dtype=np.int64)
+        again = _in_sorted(nq[:, None] * stride + extra, np.unique(nq[:, None] * stride + found))  # found by FAISS too
+        extra_scores[excluded.mask(nq, extra) | again] = -np.inf
+        rows, scores = np.concatenate([found, extra], axis=1), np.concatenate([scores, extra_scores], axis=1).astype(np.float64)
+        scores[rows == UNKNOWN_ROW] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return np.where(np.isfinite(scores), rows, UNKNOWN_ROW), scores
+
+    def _top_by_bias(self, biases: np.ndarray) -> np.ndarray:
+        """(B,) int64 rows of the B items of largest bias among the rows this part holds (sorted rows), cached."""
+        n = int(self.index.ntotal)
+        if self.by_bias is None or self.by_bias[0] != n:
+            b = np.asarray(biases[1 : n + 1])
+            top = np.argpartition(-b, BIAS_CANDIDATES)[:BIAS_CANDIDATES] if n > BIAS_CANDIDATES else np.arange(n)
+            self.by_bias = (n, np.sort(top).astype(np.int64) + 1)
+        return self.by_bias[1]
+
+    def big_arrays(self) -> list[np.ndarray]:
+        """numpy views (no copy) of the buffers a search reads at random: an HNSW part's vectors and graph, an
+        exact part's vectors; none for IVF (its lists are many small buffers). For
+        :func:`collabemb.huge_pages.use_huge_pages`; valid while this part's index lives."""
+        import faiss
+
+        index = faiss.downcast_index(self.index)
+        if isinstance(index, faiss.IndexHNSW):
+            vectors = [faiss.downcast_index(index.storage).codes, index.hnsw.neighbors]
+        elif isinstance(index, faiss.IndexFlatCodes):
+            vectors = [index.codes]
+        else:
+            return []
+        return [faiss.rev_swig_ptr(v.data(), v.size()) for v in vectors if v.size()]
 
     # --- bytes ----------------------------------------------------------------------------------
     def to_bytes(self) -> np.ndarray:
@@ -365,6 +415,12 @@ class Part:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def lifts(name: str, index_type: str) -> bool:
+    """Whether a part built now of this name and index type is searched by L2 after the MIPS-to-L2 lift: an
+    IVF recommend part (see :class:`Part`)."""
+    return name == "recommend" and index_type == "ivf"
 
 
 def part_dim(name: str, n_factors: int, lifted: bool) -> int:
@@ -451,6 +507,26 @@ class _Exclusions:
     global_rows: np.ndarray | None
     pair_keys: np.ndarray | None
     stride: np.int64
+
+    @classmethod
+    def of(cls, nq: int, stride: int, self_rows: np.ndarray | None, pairs: tuple | None, global_rows: np.ndarray | None) -> _Exclusions:
+        """From :meth:`Part.search`'s arguments (``pairs`` positions < ``nq``; ``stride`` > any row)."""
+        pair_keys = None
+        if pairs is not None and len(pairs[0]):
+            pair_keys = np.unique(np.asarray(pairs[0], dtype=np.int64) * stride + pairs[1])
+        global_rows = None if global_rows is None else np.unique(np.asarray(global_rows, dtype=np.int64))  # sorted: see _in_sorted
+        return cls(self_rows, global_rows, pair_keys, np.int64(stride))
+
+    def counts(self, nq: int) -> np.ndarray:
+        """(nq,) how many rows each query leaves out at most: a search fetches that many more."""
+        need = np.zeros(nq, dtype=np.int64)
+        if self.self_rows is not None:
+            need += self.self_rows != UNKNOWN_ROW
+        if self.global_rows is not None:
+            need += len(self.global_rows)
+        if self.pair_keys is not None:
+            need += np.bincount(self.pair_keys // self.stride, minlength=nq)
+        return need
 
     def mask(self, sel: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(sel), f) bool: True where ``rows`` (found for queries ``sel``) must be dropped."""

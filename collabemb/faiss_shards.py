@@ -51,6 +51,7 @@ from collabemb.faiss_parts import (
     StaleIndexError,
     _empty_index,
     _faiss_threads,
+    lifts,
     new_checksum,
     part_dim,
     update_checksum,
@@ -160,7 +161,7 @@ class ShardedPart(Part):
             raise ValueError(f"cannot build {n_shards} shards over {n} {PARTS[name]}s")
         index_type = index_type or settings.index_type_for(n)
         weights, biases = module.tables(PARTS[name])
-        lifted = name == "recommend" and index_type != "exact"
+        lifted = lifts(name, index_type)
         max_norm2 = lift_norm2(weights[1 : n + 1], biases[1 : n + 1]) if lifted else None
         shards = [
             Shard(build_shard(name, weights[a:b], biases[a:b], settings, index_type=index_type, max_norm2=max_norm2), first_row=a)
@@ -192,7 +193,7 @@ class ShardedPart(Part):
         if len(types) != 1:
             raise ValueError(f"shards must all be of one index type, got {sorted(types)}")
         index_type = types.pop()
-        lifted = name == "recommend" and index_type != "exact"
+        lifted = lifts(name, index_type)
         if lifted and (max_norm2 is None or float(max_norm2) < lift_norm2(weights[1 : n + 1], biases[1 : n + 1]) / 2):
             raise ValueError(
                 f"approximate recommend shards need max_norm2=, the lift they were built with (largest lift_norm2), got {max_norm2}"
@@ -264,7 +265,7 @@ def build_shard(
     biases = np.zeros(m, np.float32) if biases is None else np.asarray(biases, dtype=np.float32).reshape(-1)
     if vectors.ndim != 2 or len(biases) != m:
         raise ValueError(f"vectors must be (m, k) and biases (m,), got shapes {vectors.shape} and {biases.shape}")
-    lifted = name == "recommend" and index_type != "exact"
+    lifted = lifts(name, index_type)
     if lifted and max_norm2 is None:
         raise ValueError("an approximate recommend shard needs max_norm2: the largest lift_norm2(...) over all shards' rows")
     template = Part(name, index_type, None, None, settings, float(max_norm2) if lifted else None)

@@ -298,12 +298,8 @@ class SimilarityIndex:
             raise ValueError(f"ids and source must have one entry per vector ({len(p)}), got {len(ids)} and {len(source)}")
         part = self.part("recommend")
         k = min(k, max(len(module.items), 1))  # never more than the catalogue: nothing of size k beyond it is allocated
-        found, ip = part.search(
-            part.recommend_queries(p), k, stride=module.items.n_rows + 1, pairs=rated, global_rows=_exclude_rows(module.items, exclude)
-        )
-        if part.lifted:  # L2 distances came back: score the candidates exactly
-            found, ip = part.rescore(*module.tables("item"), p, found)
-        score = rating_of_logits(ip.astype(np.float64) + bu[:, None], module.y_range)  # y_range None: the logits themselves
+        found, ip = part.recommend(*module.tables("item"), p, k, pairs=rated, global_rows=_exclude_rows(module.items, exclude))
+        score = rating_of_logits(ip + bu[:, None], module.y_range)  # y_range None: the logits themselves
         return self._frame(ids, found, score, "item", source, query_col="user")
 
     # --- growth and storage --------------------------------------------------------------------

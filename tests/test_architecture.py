@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "collabemb"
 
 #: Layer of every module (docs/architecture.md); a module may import its own layer or below.
 _LAYER_MODULES = (
-    "registry models atomic schema store",  # 0 core
+    "registry models atomic schema store huge_pages",  # 0 core
     "data text_input inputs splits movielens sample interactions ratings_dataset",  # 1 data
     "settings settings_file engines engines.fast engines.autograd engines.newton engines.svdpp engines.dsgd",  # 2 engines and their settings
     "side_info history fitted model_card artifact model_view",  # 3 the fitted model and its artifact

@@ -219,11 +219,11 @@ def test_shards_built_apart_from_files_join_into_one_part(fitted, exact, queries
     slices = [scattered, rest[:1500], rest[1500:], np.empty(0, np.int64)]  # and one file is empty
     settings = SimilarityIndex(fitted, threads=1).settings
     max_norm2 = max(lift_norm2(weights[rows], biases[rows]) for rows in slices)  # what each rank reports, reduced by max
-    for name, index_type, kw in [("items", "exact", {}), ("recommend", "hnsw", {"max_norm2": max_norm2})]:
+    for name, index_type, kw in [("items", "exact", {}), ("recommend", "hnsw", {}), ("recommend", "ivf", {"max_norm2": max_norm2})]:
         files = []
         for s, rows in enumerate(slices):  # each rank: its own vectors in, one file out
-            shard = build_shard(name, weights[rows], biases[rows], settings, index_type=index_type, max_norm2=max_norm2)
-            files.append((rows, write_shard(shard, tmp_path / f"{name}-{s}.faiss")))
+            shard = build_shard(name, weights[rows], biases[rows], settings, index_type=index_type, **kw)
+            files.append((rows, write_shard(shard, tmp_path / f"{name}-{index_type}-{s}.faiss")))
         part = ShardedPart.from_shards(name, fitted.module, files, settings, **kw)
         index = SimilarityIndex(fitted, threads=1)
         index._parts[name] = part
@@ -233,13 +233,13 @@ def test_shards_built_apart_from_files_join_into_one_part(fitted, exact, queries
             assert recall(truth[1], index.recommend(queries[1], K), "user") >= 0.99
     with pytest.raises(ValueError, match="exactly one"):
         ShardedPart.from_shards(
-            "items", fitted.module, [(rows, read_shard(tmp_path / f"items-{s}.faiss")) for s, rows in enumerate(slices[:2])], settings
+            "items", fitted.module, [(rows, read_shard(tmp_path / f"items-exact-{s}.faiss")) for s, rows in enumerate(slices[:2])], settings
         )
     with pytest.raises(ValueError, match="max_norm2"):
         ShardedPart.from_shards(
-            "recommend", fitted.module, [(r, tmp_path / f"recommend-{s}.faiss") for s, r in enumerate(slices)], settings
+            "recommend", fitted.module, [(r, tmp_path / f"recommend-ivf-{s}.faiss") for s, r in enumerate(slices)], settings
         )
-    wrong = [(rows[::-1], tmp_path / f"items-{s}.faiss") for s, rows in enumerate(slices)]  # labels in another row order
+    wrong = [(rows[::-1], tmp_path / f"items-exact-{s}.faiss") for s, rows in enumerate(slices)]  # labels in another row order
     with pytest.raises(StaleIndexError, match="another vector"):
         ShardedPart.from_shards("items", fitted.module, wrong, settings)
 

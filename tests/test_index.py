@@ -134,7 +134,7 @@ def test_every_faiss_index_is_built_with_an_explicit_metric(fitted):
         index = SimilarityIndex(model, index_type=index_type, threads=1).build("items", "users", "recommend")
         for name in ("items", "users"):
             assert index._parts[name].index.metric_type == faiss.METRIC_INNER_PRODUCT, (index_type, name)
-        lifted = index_type != "exact"
+        lifted = index_type == "ivf"  # HNSW searches the inner product itself (see faiss_parts.Part)
         expected = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
         assert index._parts["recommend"].index.metric_type == expected, index_type
         assert index._parts["recommend"].index.d == model.n_factors + (2 if lifted else 1)

@@ -662,3 +662,53 @@ def test_a_bug_is_answered_500_in_one_sentence_and_its_traceback_goes_to_stderr(
         assert 'path="/v1/similar",method="GET",status="500"} 1' in client.get("/metrics").text
     err = capsys.readouterr().err
     assert "internal error answering GET /v1/similar" in err and "Traceback" in err and "ZeroDivisionError: planted" in err
+
+
+def _server_sockets(port: int) -> dict[int, int]:
+    """{client port: socket inode} of the established IPv4 loopback connections to ``port``, server side."""
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            found[int(remote.split(":")[1], 16)] = inode
+    return found
+
+
+def _owners(inodes: set[int], parent: int) -> dict[int, int]:
+    """{pid: how many of the socket ``inodes`` it holds}, over the child processes of ``parent``."""
+    counts = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            held = {int(link[8:-1]) for fd in (entry / "fd").iterdir() if (link := os.readlink(fd)).startswith("socket:[")}
+            counts[int(entry.name)] = len(held & inodes)
+    return counts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="each worker has a socket of its own (SO_REUSEPORT) on Linux only")
+def test_workers_share_out_connections_opened_at_once(models, tmp_path):
+    """32 connections opened at once, as a client's pool opens them, are spread over both workers (each listens on
+    a socket of its own: on one shared socket the first worker awake could take them all). 4 or fewer on one
+    worker out of 32 connections spread at random has a chance of 3e-6."""
+    import socket
+
+    collabemb.save_model(models["int"], tmp_path / "art")
+    with serving(tmp_path / "art", "--workers", "2", log=tmp_path / "serve.log") as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(32)]
+        try:
+            for conn in conns:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert all(conn.recv(64).startswith(b"HTTP/1.1 200") for conn in conns)  # each accepted and answered
+            by_client = _server_sockets(port)
+            inodes = {by_client[conn.getsockname()[1]] for conn in conns}
+            counts = sorted(n for n in _owners(inodes, srv.proc.pid).values() if n)
+            assert len(counts) == 2 and sum(counts) == 32 and counts[0] > 4, counts
+        finally:
+            for conn in conns:
+                conn.close()
+        assert stop(srv) == 0
