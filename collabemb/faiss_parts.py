@@ -136,7 +136,7 @@ class Part:
     settings: IndexSettings
     max_norm2: float | None = None
     built_from: str | None = None  # the checksum an artifact recorded, when ``checksum`` is not computed yet
-    by_bias: tuple[int, np.ndarray] | None = field(default=None, repr=False)  # (ntotal, rows): see _top_by_bias
+    by_bias: tuple | None = field(default=None, repr=False, compare=False)  # (ntotal, rows, vectors, biases): see _bias_candidates
 
     @property
     def table(self) -> str:
@@ -273,6 +273,9 @@ class Part:
         Returns ``(rows, scores)``, both (nq, k): int64 table rows (0 where fewer than k were
         found; results are packed at the front in rank order) and float32 FAISS scores.
         """
+        return self._search(queries, k, _Exclusions.of(len(queries), stride, self_rows, pairs, global_rows))
+
+    def _search(self, queries: np.ndarray, k: int, excluded: _Exclusions) -> tuple[np.ndarray, np.ndarray]:
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         k, nq, ntotal = int(k), len(queries), int(self.index.ntotal)
@@ -280,7 +283,6 @@ class Part:
         out_scores = np.zeros((nq, k), dtype=np.float32)
         if nq == 0 or ntotal == 0:
             return out_rows, out_scores
-        excluded = _Exclusions.of(nq, stride, self_rows, pairs, global_rows)
         need = k + excluded.counts(nq)
         # fetch sizes rounded up to a power of two, so a batch splits into a few searches
         fetch = np.minimum(np.left_shift(1, np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64)), ntotal)
@@ -342,34 +344,39 @@ class Part:
         ``(rows, scores)``, (nq, k): int64 rows (0 where fewer than k) and float64 inner products
         (-inf where fewer), best first.
         """
-        stride = len(weights) + 1
-        found, scores = self.search(self.recommend_queries(p), k, stride=stride, pairs=pairs, global_rows=global_rows)
+        excluded = _Exclusions.of(len(p), len(weights) + 1, None, pairs, global_rows)
+        found, scores = self._search(self.recommend_queries(p), k, excluded)
         if self.index_type == "exact":
             return found, np.where(found == UNKNOWN_ROW, -np.inf, scores.astype(np.float64))
         if self.lifted:  # L2 distances came back: score the found items exactly
             w, b = weights[found.ravel()], biases[found.ravel()]
             scores = np.einsum("qkd,qd->qk", w.reshape(*found.shape, -1), p, dtype=np.float32) + b.reshape(found.shape)
-        top = self._top_by_bias(biases)
-        extra = np.broadcast_to(top, (len(p), len(top)))
-        extra_scores = p @ weights[top].T + biases[top]  # (nq, B) by BLAS
-        excluded = _Exclusions.of(len(p), stride, None, pairs, global_rows)
-        nq = np.arange(len(p), dtype=np.int64)
-        again = _in_sorted(nq[:, None] * stride + extra, np.unique(nq[:, None] * stride + found))  # found by FAISS too
-        extra_scores[excluded.mask(nq, extra) | again] = -np.inf
-        rows, scores = np.concatenate([found, extra], axis=1), np.concatenate([scores, extra_scores], axis=1).astype(np.float64)
-        scores[rows == UNKNOWN_ROW] = -np.inf
+        scores = np.where(found == UNKNOWN_ROW, -np.inf, scores)
+        top, top_weights, top_biases = self._bias_candidates(weights, biases)
+        extra = p @ top_weights.T + top_biases  # (nq, B) by BLAS
+        if not (extra > scores[:, -1:]).any():  # none would make a top k: the usual case where tastes decide
+            return found, scores.astype(np.float64)
+        queries = np.arange(len(p))
+        drop = excluded.mask(queries, top[None, :]) | (found[:, :, None] == top).any(axis=1)  # left out, or found by FAISS too
+        extra[drop] = -np.inf
+        scores = np.concatenate([scores, extra], axis=1).astype(np.float64)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        rows, scores = (
+            np.concatenate([found, np.broadcast_to(top, extra.shape)], axis=1)[queries[:, None], order],
+            scores[queries[:, None], order],
+        )
         return np.where(np.isfinite(scores), rows, UNKNOWN_ROW), scores
 
-    def _top_by_bias(self, biases: np.ndarray) -> np.ndarray:
-        """(B,) int64 rows of the B items of largest bias among the rows this part holds (sorted rows), cached."""
+    def _bias_candidates(self, weights: np.ndarray, biases: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The :data:`BIAS_CANDIDATES` items of largest bias among the rows this part holds: (B,) int64 rows, their
+        (B, k) vectors and (B,) biases (float32 copies), cached until the part grows."""
         n = int(self.index.ntotal)
         if self.by_bias is None or self.by_bias[0] != n:
             b = np.asarray(biases[1 : n + 1])
-            top = np.argpartition(-b, BIAS_CANDIDATES)[:BIAS_CANDIDATES] if n > BIAS_CANDIDATES else np.arange(n)
-            self.by_bias = (n, np.sort(top).astype(np.int64) + 1)
-        return self.by_bias[1]
+            top = (np.argpartition(-b, BIAS_CANDIDATES)[:BIAS_CANDIDATES] if n > BIAS_CANDIDATES else np.arange(n)) + 1
+            top = np.sort(top).astype(np.int64)
+            self.by_bias = (n, top, np.ascontiguousarray(weights[top], dtype=np.float32), np.asarray(biases[top], dtype=np.float32))
+        return self.by_bias[1:]
 
     def big_arrays(self) -> list[np.ndarray]:
         """numpy views (no copy) of the buffers a search reads at random: an HNSW part's vectors and graph, an
@@ -530,14 +537,14 @@ class _Exclusions:
 
     def mask(self, sel: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(sel), f) bool: True where ``rows`` (found for queries ``sel``) must be dropped."""
-        bad = rows == UNKNOWN_ROW
+        bad = rows == UNKNOWN_ROW  # rows may be (1, f), for every query alike: the result is broadcast to (len(sel), f)
         if self.self_rows is not None:
-            bad |= rows == self.self_rows[sel, None]
+            bad = bad | (rows == self.self_rows[sel, None])
         if self.global_rows is not None:
-            bad |= _in_sorted(rows, self.global_rows)
+            bad = bad | _in_sorted(rows, self.global_rows)
         if self.pair_keys is not None:
-            bad |= _in_sorted(sel[:, None].astype(np.int64) * self.stride + rows, self.pair_keys)
-        return bad
+            bad = bad | _in_sorted(sel[:, None].astype(np.int64) * self.stride + rows, self.pair_keys)
+        return bad if bad.shape[0] == len(sel) else np.broadcast_to(bad, (len(sel), rows.shape[1]))
 
 
 def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -7,8 +7,9 @@ setting of most distributions), and FAISS and numpy do not ask. :func:`use_huge_
 memory that is already filled: ``MADV_HUGEPAGE`` marks it, ``MADV_COLLAPSE`` (Linux 6.1+) moves it
 into 2 MiB pages now, in the calling thread (about 2 s per GiB on this project's 2-core machine; the
 GIL is let go meanwhile, and the memory stays readable). Measured on the 1M-item catalogue of
-``benchmarks/serve.py`` (HNSW, 64 factors, one thread; ``benchmarks/huge_pages.py``): a served
-``similar`` takes 15-25% less time (p50 1.46 -> 1.12 ms), ``recommend`` 3-20%, on a noisy machine.
+``benchmarks/serve.py`` (HNSW, 64 factors, one thread; ``benchmarks/huge_pages.py``, two rounds): a
+served ``similar`` takes 14-23% less time (p50 1.48 -> 1.14 ms), ``recommend`` 16-19%, the bare
+FAISS search 20-22%.
 
 It changes no value, only how the pages are mapped: where it is not available (another system, an
 older kernel, no free 2 MiB pages) nothing happens and the arrays work as before.

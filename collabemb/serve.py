@@ -3,8 +3,8 @@
 * **Only loopback without a token.** A host other than ``localhost`` / ``127.x`` / ``::1`` is refused
   unless a token is given: every request but ``GET /healthz`` must then carry it.
 * **A bad artifact fails before the server listens**: the artifact is loaded (and checked) first,
-  then the socket is bound, then uvicorn serves it (httptools and uvloop when installed, no access
-  log, uvicorn's own messages from ``warning`` up). With ``--workers N`` the socket is bound first
+  then the socket is bound, then uvicorn serves it (httptools when installed, no access log,
+  uvicorn's own messages from ``warning`` up). With ``--workers N`` the socket is bound first
   and the workers' own loads are the check: the supervisor loads nothing (the first answer would
   wait for its load, then the workers'), and raises the error of a worker that cannot load the
   artifact as the single process raises it. One line on stdout says when it answers:
@@ -164,7 +164,10 @@ def _config(app, *, workers: int = 1) -> uvicorn.Config:
         factory=workers > 1,
         workers=workers,
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        # Python's own event loop, not uvloop: uvloop answers about 15% more cheap requests a second, but under load
+        # it leaves a few in 100 waiting twice as long (measured: 16 clients on one worker, p99 2.1x the median
+        # against 1.25x with asyncio's loop, where requests are taken in the order they came)
+        loop="asyncio",
         lifespan="on",  # the app's start begins phase B (collabemb.serve_model)
         access_log=False,
         log_level="warning",

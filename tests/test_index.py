@@ -315,6 +315,40 @@ def test_recommend_equals_argsort_of_predict_over_all_items(fitted, index_type):
         np.testing.assert_allclose(mine["score"], pred[order], rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_an_approximate_recommend_scores_the_items_of_largest_bias_too_exactly_and_once(index_type):
+    """Even a search that finds almost nothing (HNSW beam 1, IVF one list) returns the items whose bias puts them on
+    top, with their exact scores, each once, and leaves out the rows excluded."""
+    rng = np.random.default_rng(3)
+    n, k_factors = 5000, 16
+    vectors = (0.1 * rng.standard_normal((n, k_factors))).astype(np.float32)
+    biases = (0.01 * rng.standard_normal(n)).astype(np.float32)
+    stars = rng.choice(n, 12, replace=False)
+    biases[stars] = 5.0 + np.arange(12, dtype=np.float32)  # 12 items every user's list must start with
+    users = (0.1 * rng.standard_normal((40, k_factors))).astype(np.float32)
+    index = SimilarityIndex.from_vectors(
+        np.arange(n),
+        vectors,
+        item_bias=biases,
+        user_ids=np.arange(40),
+        user_vectors=users,
+        index_type=index_type,
+        ef_search=1,
+        nprobe=1,
+        threads=1,
+    )
+    part = index.part("recommend")
+    weights, table_biases = index.fitted.module.tables("item")
+    excluded = np.array([stars[-1] + 1])  # the largest bias of all, as a table row
+    rows, scores = part.recommend(weights, table_biases, users, 11, global_rows=excluded)
+    exact = users @ vectors.T + biases
+    exact[:, stars[-1]] = -np.inf
+    truth = np.argsort(-exact, axis=1, kind="stable")[:, :11] + 1
+    assert np.array_equal(rows, truth)
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, truth - 1, axis=1), rtol=1e-5)
+    assert all(len(set(r)) == len(r) for r in rows.tolist())
+
+
 def test_recommend_vectors_ranks_given_user_vectors_as_recommend_ranks_known_users(fitted):
     model, _ = fitted
     index = SimilarityIndex(model, index_type="exact")
