@@ -254,11 +254,14 @@ class Served:
         try:
             with _phase_b_switch.shortened():
                 self._load_full_model()
-            use_huge_pages(
-                [t.weights for t in self.tables.values()] + [a for p in self.index.loaded_parts.values() for a in p.big_arrays()]
-            )
+            use_huge_pages(self.big_arrays())
         finally:
             self._finished.set()
+
+    def big_arrays(self) -> list[np.ndarray]:
+        """The arrays searches read at random (see :mod:`collabemb.huge_pages`): both tables' vectors and the
+        loaded FAISS parts' vectors and graphs."""
+        return [t.weights for t in self.tables.values()] + [a for p in self.index.loaded_parts.values() for a in p.big_arrays()]
 
     def _load_full_model(self) -> None:
         """Phase B (see the module docstring); its failure kept for the requests that need it."""
