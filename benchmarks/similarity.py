@@ -8,7 +8,8 @@ Everything goes through the public API, raw IDs in and raw IDs out
 (``SimilarityIndex.from_vectors(...).similar_items(id, k=10)``): build time, single-query
 p50/p99 latency, batch throughput (1,000 IDs a call) and recall@10 of HNSW against exact search,
 for cosine similar-items; then the same for ``recommend`` (bias-augmented inner product; HNSW
-through the MIPS-to-L2 lift) for 10,000 generated users.
+by that inner product, the 256 items of largest bias added and all scored exactly) for 10,000
+generated users.
 
 Part 2, ``foldin``: MovieLens 100K fold u1. 50 users with at least 40 ratings (seeded draw) are
 held out entirely: the model is trained on u1.base without them (collabemb defaults, seed 0).

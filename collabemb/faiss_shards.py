@@ -7,7 +7,7 @@ into shards, one FAISS index each, behind :class:`~collabemb.faiss_parts.Part`'s
 
 * :func:`shard_index` (:meth:`ShardedPart.build`): S HNSW, IVF or exact indexes over S contiguous
   row ranges, built one after another with faiss_parts' builders (the same metric, normalisation
-  and MIPS-to-L2 lift as one part). Shards built apart, one per process or file:
+  and, for IVF recommend shards, MIPS-to-L2 lift as one part). Shards built apart, one per process or file:
   :func:`build_shard` and :func:`write_shard` on each, :meth:`ShardedPart.from_shards` to join them.
 * :func:`build_ondisk_ivf` / :func:`open_ondisk_ivf`: one IVF whose inverted lists are a file,
   memory-mapped read-only, for a catalogue larger than RAM: one quantizer trained on a sample, each
@@ -180,7 +180,7 @@ class ShardedPart(Part):
         ``shards``: ``(rows, index)`` each: ``rows`` a ``range`` or (m,) int array of the table rows
         it holds, in label order; ``index`` a FAISS index or a file :func:`write_shard` wrote (read
         memory-mapped). Together they hold rows 1..n once each, all of one type. ``max_norm2``: for
-        approximate recommend shards, the lift all were built with (the largest :func:`lift_norm2`).
+        IVF recommend shards, the lift all were built with (the largest :func:`lift_norm2`).
         Raises ``ValueError`` for rows that do not cover the table once or a missing or short lift,
         ``StaleIndexError`` for a shard holding other vectors than the model's rows (one is compared
         per shard), ``ArtifactError`` for another type, metric or dimension, or a broken index.
@@ -195,9 +195,7 @@ class ShardedPart(Part):
         index_type = types.pop()
         lifted = lifts(name, index_type)
         if lifted and (max_norm2 is None or float(max_norm2) < lift_norm2(weights[1 : n + 1], biases[1 : n + 1]) / 2):
-            raise ValueError(
-                f"approximate recommend shards need max_norm2=, the lift they were built with (largest lift_norm2), got {max_norm2}"
-            )
+            raise ValueError(f"IVF recommend shards need max_norm2=, the lift they were built with (largest lift_norm2), got {max_norm2}")
         max_norm2 = float(max_norm2) if lifted else None
         dim = part_dim(name, module.n_factors, lifted)
         built = [_shard_of(rows, index, s, n) for s, (rows, index) in enumerate(loaded)]
@@ -215,7 +213,7 @@ class ShardedPart(Part):
     def extended(self, module: EmbeddingDotBias, rows: np.ndarray) -> ShardedPart:
         """This part with the module's rows ``rows`` (just appended to its table) in the exact growth shard.
 
-        A new item longer than an approximate recommend part's lift allows for rebuilds an in-memory
+        A new item longer than an IVF recommend part's lift allows for rebuilds an in-memory
         part (with a warning) and raises ``StaleIndexError`` for an on-disk one.
         """
         rows = np.sort(np.asarray(rows, dtype=np.int64))
@@ -254,7 +252,7 @@ def build_shard(
     """One shard's FAISS index over (m, k) table vectors and (m,) biases (recommend only; None: zeros).
 
     The vectors are stored as part ``name`` stores them (normalised for cosine, ``[q_i, b_i]`` for
-    recommend, lifted to ``max_norm2`` for an approximate one: the same value, the largest
+    recommend, lifted to ``max_norm2`` for an IVF one: the same value, the largest
     :func:`lift_norm2`, for every shard of the part). ``settings``: metric, HNSW and IVF parameters
     (``nlist`` None: by the shard's size), seed, threads. Label ``j`` is vector ``j``; an empty
     shard gets an empty (for IVF: untrained) index, which is never searched.
@@ -267,7 +265,7 @@ def build_shard(
         raise ValueError(f"vectors must be (m, k) and biases (m,), got shapes {vectors.shape} and {biases.shape}")
     lifted = lifts(name, index_type)
     if lifted and max_norm2 is None:
-        raise ValueError("an approximate recommend shard needs max_norm2: the largest lift_norm2(...) over all shards' rows")
+        raise ValueError("an IVF recommend shard needs max_norm2: the largest lift_norm2(...) over all shards' rows")
     template = Part(name, index_type, None, None, settings, float(max_norm2) if lifted else None)
     with _faiss_threads(settings.threads):
         index = _empty_index(index_type, part_dim(name, vectors.shape[1], lifted), lifted, settings, max(m, 1))

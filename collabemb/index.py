@@ -11,8 +11,8 @@ makes it correct and easy to use:
 * **Recommendations in the model's own order.** The predicted rating
   ``lo + (hi - lo) * sigmoid(<p_u, q_i> + b_u + b_i)`` is monotone in ``<[p_u, 1], [q_i, b_i]>``
   for a fixed user, so :meth:`SimilarityIndex.recommend` searches the item vectors augmented with
-  their bias against ``[p_u, 1]`` and reports the predicted rating as the score (approximate
-  indexes through the exact MIPS-to-L2 reduction, their candidates then scored exactly).
+  their bias against ``[p_u, 1]`` and reports the predicted rating as the score (an approximate
+  index's candidates, with the items of largest bias added, scored exactly: :meth:`Part.recommend`).
 * **Exclusions never cost results.** Excluded IDs (the query itself, items a user has seen, an
   ``exclude=`` list) are filtered after an over-fetch: ``k`` results whenever the catalogue has them.
 * **Unknown IDs are named.** An unseen query ID raises :class:`~collabemb.registry.UnknownIdError`
