@@ -178,6 +178,8 @@ def wait_fully_loaded(port: int, in_a_row: int = 20) -> None:
             answer = b""
             while chunk := s.recv(4096):
                 answer += chunk
+        if b'"full_model":"failed"' in answer:
+            raise SystemExit("a worker could not load the full model: its stderr says why")
         ready = ready + 1 if b'"full_model":"ready"' in answer else 0
         if not ready:
             time.sleep(0.2)
