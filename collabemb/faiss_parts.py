@@ -354,7 +354,7 @@ class Part:
         scores = np.where(found == UNKNOWN_ROW, -np.inf, scores)
         top, top_weights, top_biases = self._bias_candidates(weights, biases)
         extra = p @ top_weights.T + top_biases  # (nq, B) by BLAS
-        if not (extra > scores[:, -1:]).any():  # none would make a top k: the usual case where tastes decide
+        if not (extra > scores[:, -1:]).any():  # none would make a top k: nothing to merge
             return found, scores.astype(np.float64)
         queries = np.arange(len(p))
         drop = excluded.mask(queries, top[None, :]) | (found[:, :, None] == top).any(axis=1)  # left out, or found by FAISS too
