@@ -46,11 +46,11 @@ class Server:
 def start(artifact: Path, *args: str, log: Path) -> Server:
     """``collabemb serve ARTIFACT --port 0 ARGS`` as a process, once it has said where it listens."""
     command = [sys.executable, "-m", "collabemb", "serve", str(artifact), "--port", "0", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, start_new_session=True)
     ready, _, _ = select.select([proc.stdout], [], [], 120)
     line = proc.stdout.readline() if ready else ""
     if "listening on" not in line:
-        proc.kill()
+        kill_all(proc)
         raise AssertionError(f"no 'listening on' line (got {line!r}); stderr: {log.read_text()}")
     url = line.split("listening on ", 1)[1].split(" ", 1)[0]
     return Server(proc, url, log)
@@ -63,9 +63,16 @@ def serving(artifact: Path, *args: str, log: Path) -> Iterator[Server]:
     try:
         yield srv
     finally:
-        if srv.proc.poll() is None:
-            srv.proc.kill()
-            srv.proc.wait()
+        kill_all(srv.proc)
+
+
+def kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL to the server's process group (its own session): the supervisor and any worker it started, so
+    that a test that fails leaves no worker behind (a SIGKILL to the supervisor alone orphans them)."""
+    if proc.returncode is None:  # not reaped yet: the group's id, its pid, is still its own
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def stop(server: Server, sig: int = signal.SIGTERM) -> int:
@@ -74,7 +81,7 @@ def stop(server: Server, sig: int = signal.SIGTERM) -> int:
     try:
         return server.proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        server.proc.kill()
+        kill_all(server.proc)
         raise
 
 
