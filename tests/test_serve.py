@@ -686,14 +686,21 @@ def _owners(inodes: set[int], parent: int) -> dict[int, int]:
     """{pid: how many of the socket ``inodes`` it holds}, over the child processes of ``parent``."""
     counts = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError):
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
-                continue
-            held = {int(link[8:-1]) for fd in (entry / "fd").iterdir() if (link := os.readlink(fd)).startswith("socket:[")}
-            counts[int(entry.name)] = len(held & inodes)
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that ended meanwhile
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                counts[int(entry.name)] = len(_socket_inodes(entry / "fd") & inodes)
     return counts
+
+
+def _socket_inodes(fds: Path) -> set[int]:
+    """The inodes of the sockets among the open files ``fds`` (/proc/PID/fd) lists; a file closed while they are
+    read is passed over (a worker opens and closes pipes of its own all the time)."""
+    found = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if (link := os.readlink(fd)).startswith("socket:["):
+                found.add(int(link[8:-1]))
+    return found
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="each worker has a socket of its own (SO_REUSEPORT) on Linux only")
