@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from collabemb.data import Ratings
 from collabemb.fitted import FittedModel
@@ -52,6 +51,7 @@ from collabemb.fold_solvers import MAX_ITER, TOL, als_confidences, als_solve, so
 from collabemb.implicit_mf import read_interactions
 from collabemb.index import SimilarityIndex, index_of, mean_of_items
 from collabemb.inputs import read_ratings_as, read_ratings_for
+from collabemb.model_view import rating_of_logits
 from collabemb.models import Table
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, id_type_of
 from collabemb.settings import check_k
@@ -122,10 +122,7 @@ class FoldIn:
         weights, biases = fitted.tables(other)
         of = np.zeros(len(rows), dtype=np.int64) if of is None else np.asarray(of, dtype=np.int64)
         z = np.einsum("ij,ij->i", weights[rows].astype(np.float64), self.vectors[of].astype(np.float64)) + biases[rows] + self.biases[of]
-        if fitted.y_range is None:
-            return z.astype(np.float32)
-        lo, hi = fitted.y_range
-        return (lo + (hi - lo) * expit(z)).astype(np.float32)
+        return rating_of_logits(z, fitted.y_range)
 
 
 def fold_in_users(

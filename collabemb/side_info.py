@@ -43,9 +43,9 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from collabemb.interactions import SeenItems
+from collabemb.model_view import rating_of_logits
 from collabemb.models import EmbeddingDotBias, Table, check_table
 from collabemb.registry import UNKNOWN_ROW, IdRegistry, Unknown, id_type_of
 
@@ -382,11 +382,8 @@ def predict_with_features(
         user_w, user_b = fitted.tables("user")
         u = fitted.users.encode(out["user"].to_numpy()[placed])
         z = np.einsum("ij,ij->i", user_w[u].astype(np.float64), vectors[pos].astype(np.float64)) + user_b[u] + biases[pos]
-        if fitted.y_range is not None:
-            lo, hi = fitted.y_range
-            z = lo + (hi - lo) * expit(z)
         prediction = out["prediction"].to_numpy().copy()
-        prediction[placed] = z
+        prediction[placed] = rating_of_logits(z, fitted.y_range)
         out["prediction"] = prediction
     out["item_source"] = np.where(~unseen, "known", np.where(placed, "side_info", "unknown_slot")).astype(object)
     return out
