@@ -158,7 +158,7 @@ class Part:
             raise ValueError(f"the model has no {table}s to index")
         weights, biases = model.tables(table)
         index_type = settings.index_type_for(n)
-        max_norm2 = _lift_norm2(weights, biases) if lifts(name, index_type) else None
+        max_norm2 = lift_norm2(weights[1:], biases[1:]) if lifts(name, index_type) else None
         dim = part_dim(name, model.n_factors, max_norm2 is not None)
         part = cls(name, index_type, None, new_checksum(), settings, max_norm2)
         with _faiss_threads(settings.threads):
@@ -469,14 +469,14 @@ def _faiss_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _lift_norm2(weights: np.ndarray, biases: np.ndarray) -> float:
-    """Squared norm every vector of an approximate recommend part is lifted to: twice the largest
-    ``|[q_i, b_i]|^2`` of rows 1..n, so that items folded in later fit without a rebuild."""
+def lift_norm2(vectors: np.ndarray, biases: np.ndarray) -> float:
+    """Squared norm every vector of a lifted recommend part is lifted to: twice the largest ``|[q_i, b_i]|^2`` of
+    (m, k) ``vectors`` and (m,) ``biases`` (a table's rows 1..n; 1.0 for none or all zero), so that items folded in
+    later fit without a rebuild."""
     biggest = 0.0
-    n_rows = len(weights)
-    for start in range(1, n_rows, _CHUNK):
-        w, b = weights[start : start + _CHUNK], biases[start : start + _CHUNK]
-        biggest = max(biggest, float(np.max(np.einsum("ij,ij->i", w, w, dtype=np.float64) + b.astype(np.float64) ** 2)))
+    for start in range(0, len(vectors), _CHUNK):
+        w, b = vectors[start : start + _CHUNK], biases[start : start + _CHUNK]
+        biggest = max(biggest, float(np.max(np.einsum("ij,ij->i", w, w, dtype=np.float64) + np.asarray(b, np.float64) ** 2)))
     return 2.0 * biggest if biggest > 0 else 1.0
 
 

@@ -51,6 +51,7 @@ from collabemb.faiss_parts import (
     StaleIndexError,
     _empty_index,
     _faiss_threads,
+    lift_norm2,
     lifts,
     new_checksum,
     part_dim,
@@ -275,16 +276,6 @@ def build_shard(
         for start in range(0, m, _ADD_ROWS):
             index.add(template.faiss_input(vectors, biases, np.arange(start, min(start + _ADD_ROWS, m))))
     return index
-
-
-def lift_norm2(vectors: np.ndarray, biases: np.ndarray) -> float:
-    """Twice the largest ``|[q_i, b_i]|^2`` of (m, k) vectors and (m,) biases (1.0 for none or all zero): the
-    squared norm an approximate recommend part lifts its vectors to (as faiss_parts computes it for rows 1..n)."""
-    biggest = 0.0
-    for start in range(0, len(vectors), _CHUNK):
-        w, b = vectors[start : start + _CHUNK], biases[start : start + _CHUNK]
-        biggest = max(biggest, float(np.max(np.einsum("ij,ij->i", w, w, dtype=np.float64) + np.asarray(b, np.float64) ** 2)))
-    return 2.0 * biggest if biggest > 0 else 1.0
 
 
 def row_ranges(n: int, n_shards: int) -> list[tuple[int, int]]:
