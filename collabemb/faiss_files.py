@@ -178,7 +178,7 @@ def check_type(index, name: str, index_type, max_norm2, file: str) -> None:
     if expected_type is None or not isinstance(index, expected_type):
         raise ArtifactError(f"{file}: a {type(index).__name__}, expected index_type {index_type!r}")
     lifted = isinstance(max_norm2, float)
-    if lifted != lifts(name, index_type) and not (lifted and name == "recommend" and index_type == "hnsw"):  # lifted HNSW: before 2026-12
+    if lifted != lifts(name, index_type) and (name, index_type) != ("recommend", "hnsw"):  # HNSW recommend: lifted before 2026-12
         raise ArtifactError(f"{file}: max_norm2 {max_norm2!r} does not fit a {index_type} {name!r} index")
     metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
     if index.metric_type != metric:
